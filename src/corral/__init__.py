@@ -1,0 +1,1 @@
+"""Corral: end server sprawl."""
