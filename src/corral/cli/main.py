@@ -1,2 +1,374 @@
+"""The `corral` command: Typer + Rich over the service layer. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import termios
+import tty
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from corral.core.errors import CorralError, InvalidInput
+from corral.core.spec import GuestSpec, parse_load, spec_from_toml
+from corral.services.context import Corral, open_corral
+
+app = typer.Typer(
+    name="corral",
+    help="End server sprawl: run guests on one host, measure them, plan the consolidation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+image_app = typer.Typer(help="Guest images: build the built-in one, import yours, list them.", no_args_is_help=True)
+snapshot_app = typer.Typer(help="Snapshots of a guest (internal qcow2 snapshots).", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+app.add_typer(snapshot_app, name="snapshot")
+
+out = Console()
+err = Console(stderr=True)
+_corral: Corral | None = None
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+NameArg = Annotated[str, typer.Argument(help="Domain name.")]
+
+
+def corral() -> Corral:
+    global _corral
+    if _corral is None:
+        _corral = open_corral()
+    return _corral
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def say(message: str) -> None:
+    err.print(f"[dim]…[/dim] {message}")
+
+
+# --- host and listing ---------------------------------------------------------------------
+@app.command()
+def host(as_json: JsonOpt = False) -> None:
+    """The host: CPU, memory, the engine in use and why, the capacity model and what is free."""
+    report = corral().host.report()
+    snap, cap = report.snapshot, report.capacity
+    budgets = {b.resource: b for b in cap.budgets}
+    if as_json:
+        emit_json({
+            "hostname": snap.hostname, "cpu_model": snap.cpu_model, "cores": snap.cores,
+            "physical_cores": snap.physical_cores, "memory_mib": snap.memory_total_mib,
+            "memory_used_mib": snap.memory_used_mib, "cpu_pct": snap.cpu_pct, "kernel": snap.kernel,
+            "engine": report.accelerator.engine, "engine_reason": report.accelerator.reason,
+            "libvirt_uri": report.libvirt_uri, "guests_running": report.running_guests,
+            "guests_defined": report.defined_guests,
+            "limits": cap.limits.__dict__,
+            "capacity": {b.resource: {"unit": b.unit, "limit": b.limit, "used": b.used, "free": b.free}
+                         for b in cap.budgets},
+        })
+        return
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_row("host", f"{snap.hostname} (Linux {snap.kernel})")
+    table.add_row("CPU", f"{snap.cpu_model}, {snap.cores} logical cores, {snap.cpu_pct:.0f} % busy")
+    table.add_row("memory", f"{snap.memory_total_mib} MiB, {snap.memory_used_mib} MiB used")
+    table.add_row("engine", f"[bold]{report.accelerator.engine.upper()}[/bold] — {report.accelerator.reason}")
+    table.add_row("libvirt", f"{report.libvirt_uri}: {report.running_guests} running of "
+                             f"{report.defined_guests} defined")
+    limits = cap.limits
+    table.add_row("limits", f"cap {limits.cap:.0%} of CPU, {limits.vcpu_overcommit:g} vCPUs per core, "
+                            f"{limits.memory_reserve_mib} MiB reserved, memory overcommit "
+                            f"{limits.memory_overcommit:g}, assumed guest load "
+                            f"{limits.assumed_guest_utilization:.0%}")
+    out.print(table)
+    caps = Table(title="Capacity (running guests)", title_justify="left")
+    for column in ("resource", "limit", "allocated", "free"):
+        caps.add_column(column, justify="right" if column != "resource" else "left")
+    labels = {"vcpus": "vCPUs", "memory": "memory (MiB)", "cpu": "expected CPU (cores)"}
+    for key in ("vcpus", "memory", "cpu"):
+        b = budgets[key]
+        caps.add_row(labels[key], f"{b.limit:g}", f"{b.used:g}", f"{b.free:g}")
+    out.print(caps)
+
+
+@app.command("list")
+def list_domains(as_json: JsonOpt = False) -> None:
+    """Domain-0 (the host) and every guest, running or not, like `xl list`."""
+    rows = corral().guests.listing()
+    if as_json:
+        emit_json([r.as_dict() for r in rows])
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("Name", "ID", "State", "VCPUs", "Mem (MiB)", "CPU %", "Time (s)"):
+        table.add_column(column, justify="left" if column in ("Name", "State") else "right")
+    for r in rows:
+        style = {"running": "green", "paused": "yellow", "shut-off": "dim"}.get(r.state, "")
+        table.add_row(r.name, "-" if r.id is None else str(r.id), f"[{style}]{r.state}[/{style}]"
+                      if style else r.state, str(r.vcpus), str(r.memory_mib),
+                      "-" if r.cpu_pct is None else f"{r.cpu_pct:.1f}", f"{r.cpu_time_s:.1f}")
+    out.print(table)
+
+
+@app.command()
+def info(name: NameArg, as_json: JsonOpt = False) -> None:
+    """Everything about one guest."""
+    details = corral().guests.info(name)
+    if as_json:
+        emit_json(details.as_dict())
+        return
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for key, value in details.as_dict().items():
+        if key == "disks":
+            value = "\n".join(f"{d['device']} {d['format']} {d['path']}" for d in value) or "-"
+        elif isinstance(value, list):
+            value = ", ".join(value) or "-"
+        table.add_row(key.replace("_", " "), "-" if value is None else str(value))
+    out.print(table)
+
+
+# --- images -------------------------------------------------------------------------------
+@image_app.command("build")
+def image_build(name: Annotated[str, typer.Argument(help="Only 'tiny', the built-in image.")] = "tiny",
+                force: Annotated[bool, typer.Option("--force", help="Rebuild even when cached.")] = False
+                ) -> None:
+    """Build the built-in tiny Linux guest (Debian kernel + busybox), offline, with progress."""
+    if name != "tiny":
+        raise InvalidInput(f"can only build the built-in image 'tiny', not {name!r}; use image import")
+    with _progress() as progress:
+        task = progress.add_task("building tiny", total=1.0)
+
+        def update(step: str, fraction: float) -> None:
+            progress.update(task, description=step, completed=fraction)
+
+        record = corral().images.build_tiny(update, force=force)
+    out.print(f"image [bold]{record.name}[/bold]: kernel {record.kernel_version}, "
+              f"{record.size_bytes / 2**20:.1f} MiB")
+
+
+@image_app.command("list")
+def image_list(as_json: JsonOpt = False) -> None:
+    """Registered images."""
+    records = corral().images.records()
+    if as_json:
+        emit_json([r.as_dict() for r in records])
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("Name", "Kind", "Format", "Size (MiB)", "Source"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(r.name, r.kind, r.format or "-", f"{r.size_bytes / 2**20:.1f}",
+                      r.path or r.kernel or "-")
+    out.print(table)
+
+
+@image_app.command("import")
+def image_import(name: Annotated[str, typer.Argument(help="Name to register it under.")],
+                 path: Annotated[str, typer.Argument(help="A qcow2 or raw disk image, or an ISO.")]) -> None:
+    """Register your disk image or ISO (it is never written to: guests get overlays)."""
+    record = corral().images.import_image(name, path)
+    out.print(f"image [bold]{record.name}[/bold]: {record.kind} {record.format}, {record.path}")
+
+
+@image_app.command("remove")
+def image_remove(name: Annotated[str, typer.Argument()]) -> None:
+    """Forget an image (a built image's files are deleted; an imported file stays)."""
+    c = corral()
+    users = [r.name for r in c.libvirt.rows() if (c.guests.info(r.name).image == name)]
+    c.images.remove(name, users)
+    out.print(f"removed image {name}")
+
+
+# --- life cycle ---------------------------------------------------------------------------
+@app.command()
+def create(
+    name: Annotated[str | None, typer.Argument(help="Guest name (or give --spec).")] = None,
+    image: Annotated[str | None, typer.Option(help="Image name (see: corral image list).")] = None,
+    vcpus: Annotated[int, typer.Option(help="Virtual CPUs.")] = 1,
+    memory: Annotated[int, typer.Option(help="Memory in MiB.")] = 256,
+    disk: Annotated[float | None, typer.Option(help="Disk size in GiB.")] = None,
+    iso: Annotated[str | None, typer.Option(help="Attach an ISO as a CD-ROM.")] = None,
+    load: Annotated[str | None, typer.Option(help="Workload of the tiny image: cpu=PCT,disk=KBPS,net=KBPS")
+                    ] = None,
+    spec: Annotated[Path | None, typer.Option(help="A TOML file with the same fields.")] = None,
+    start: Annotated[bool, typer.Option("--start", help="Start it after defining it.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="With --start: return when it is up.")] = False,
+) -> None:
+    """Define a guest (and start it with --start). Refused when it would overload the host."""
+    if spec is not None:
+        if any(v is not None for v in (name, image, disk, iso, load)):
+            raise InvalidInput("give either --spec or a name and options, not both")
+        guest = spec_from_toml(spec)
+    else:
+        if name is None or image is None:
+            raise InvalidInput("a guest needs a NAME and --image (or --spec FILE)")
+        from corral.core.spec import LoadSpec
+        from corral.core.validate import check_path
+
+        guest = GuestSpec(name=name, image=image, vcpus=vcpus, memory_mib=memory, disk_gib=disk,
+                          iso=check_path(iso, "iso") if iso else None,
+                          load=parse_load(load) if load else LoadSpec())
+    details = corral().guests.create(guest, start=start, wait=wait, progress=say)
+    out.print(f"{details.name}: {details.state}")
+
+
+@app.command()
+def start(name: NameArg,
+          wait: Annotated[bool, typer.Option("--wait", help="Return when the guest is up.")] = False) -> None:
+    """Start a guest (refused when it would overload the host)."""
+    details = corral().guests.start(name, wait=wait, progress=say)
+    out.print(f"{details.name}: {details.state}" + (" and up" if wait else ""))
+
+
+@app.command()
+def shutdown(name: NameArg,
+             timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean shutdown.")] = 60,
+             force: Annotated[bool, typer.Option("--force", help="Power off after the timeout.")] = False
+             ) -> None:
+    """Ask the guest to shut down (ACPI power button) and wait."""
+    out.print(f"{name}: {corral().guests.shutdown(name, timeout_s=timeout, force=force).state}")
+
+
+@app.command()
+def poweroff(name: NameArg) -> None:
+    """Power a guest off at once, like pulling the plug."""
+    out.print(f"{name}: {corral().guests.poweroff(name).state}")
+
+
+@app.command()
+def reboot(name: NameArg) -> None:
+    """Reboot a guest (ACPI)."""
+    out.print(f"{name}: {corral().guests.reboot(name).state} (rebooting)")
+
+
+@app.command()
+def pause(name: NameArg) -> None:
+    """Pause a running guest (its vCPUs stop; memory stays)."""
+    out.print(f"{name}: {corral().guests.pause(name).state}")
+
+
+@app.command()
+def resume(name: NameArg) -> None:
+    """Resume a paused guest."""
+    out.print(f"{name}: {corral().guests.resume(name).state}")
+
+
+@app.command()
+def delete(name: NameArg,
+           keep_disks: Annotated[bool, typer.Option("--keep-disks", help="Keep the guest's disks.")] = False
+           ) -> None:
+    """Delete a guest: the domain, its overlay disks, its console log. Powers it off first."""
+    kept = corral().guests.delete(name, keep_disks=keep_disks)
+    out.print(f"deleted {name}" + (f"; kept {', '.join(kept)}" if kept else ""))
+
+
+@app.command()
+def clone(source: Annotated[str, typer.Argument(help="A shut-off guest.")],
+          new: Annotated[str, typer.Argument(help="Name of the copy.")]) -> None:
+    """Copy a shut-off guest: its own disk data is copied, the base image shared."""
+    out.print(f"{corral().guests.clone(source, new).name}: cloned from {source}")
+
+
+@snapshot_app.command("create")
+def snapshot_create(name: NameArg, snapshot: Annotated[str, typer.Argument(help="Snapshot name.")]) -> None:
+    """Snapshot a guest (memory too when it runs)."""
+    snap = corral().guests.snapshot_create(name, snapshot)
+    out.print(f"{name}: snapshot {snap.name} ({snap.state})")
+
+
+@snapshot_app.command("list")
+def snapshot_list(name: NameArg, as_json: JsonOpt = False) -> None:
+    """A guest's snapshots, oldest first."""
+    snaps = corral().guests.snapshot_list(name)
+    if as_json:
+        emit_json([s.__dict__ for s in snaps])
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("Name", "Created", "State", "Current"):
+        table.add_column(column)
+    for s in snaps:
+        table.add_row(s.name, s.created, s.state, "*" if s.current else "")
+    out.print(table)
+
+
+@snapshot_app.command("revert")
+def snapshot_revert(name: NameArg, snapshot: Annotated[str, typer.Argument()]) -> None:
+    """Return a guest to a snapshot."""
+    out.print(f"{name}: reverted to {snapshot}, {corral().guests.snapshot_revert(name, snapshot).state}")
+
+
+@snapshot_app.command("delete")
+def snapshot_delete(name: NameArg, snapshot: Annotated[str, typer.Argument()]) -> None:
+    """Delete a snapshot."""
+    corral().guests.snapshot_delete(name, snapshot)
+    out.print(f"{name}: deleted snapshot {snapshot}")
+
+
+@app.command()
+def console(name: NameArg) -> None:
+    """Interactive serial console. Leave with Ctrl-]."""
+    session = corral().guests.open_console(name)
+    escape = b"\x1d"
+    err.print(f"[dim]Connected to {name}'s serial console. Escape character is ^][/dim]")
+    fd = sys.stdin.fileno()
+    interactive = os.isatty(fd)
+    saved = termios.tcgetattr(fd) if interactive else None
+    try:
+        if interactive:
+            tty.setraw(fd)
+        while not session.closed.is_set():
+            readable, _, _ = select.select([fd], [], [], 0.05)
+            if readable:
+                data = os.read(fd, 1024)
+                if not data or escape in data:
+                    session.send(data.split(escape, 1)[0])
+                    break
+                session.send(data)
+            while (chunk := session.read(0)):
+                os.write(sys.stdout.fileno(), chunk)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        session.close()
+    err.print(f"\n[dim]Disconnected from {name}.[/dim]")
+
+
+@app.command()
+def demo(clean: Annotated[bool, typer.Option("--clean", help="Delete the demo's guests.")] = False) -> None:
+    """The classic server-sprawl example: five departmental servers as guests on this host."""
+    from corral.services.demo import run_demo
+
+    run_demo(corral(), out, clean=clean)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                    TimeElapsedColumn(), console=err, transient=False)
+
+
+def _register_extensions() -> None:
+    try:
+        from corral.cli import plan as plan_cli
+    except ImportError:  # the planner's commands arrive with the planning package
+        return
+    plan_cli.register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:
-    pass
+    try:
+        app()
+    except CorralError as exc:
+        err.print(f"[red]corral: error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        raise SystemExit(2 if isinstance(exc, InvalidInput) else 1) from None
+    except KeyboardInterrupt:
+        err.print("corral: interrupted")
+        raise SystemExit(130) from None

@@ -1,0 +1,44 @@
+"""Validation of everything a user names: domain, image and snapshot names, and file paths."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from corral.core.errors import InvalidInput
+
+# Same shape for domains, images and snapshots: safe in file names, libvirt names, URLs and XML.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+RESERVED_NAMES = frozenset({"Domain-0", "domain-0", "dom0"})
+
+
+def check_name(value: str, what: str = "name") -> str:
+    """Return `value` when it is a valid name, else raise InvalidInput naming the problem."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{what} is empty")
+    if not _NAME.fullmatch(value) or ".." in value:
+        raise InvalidInput(
+            f"invalid {what} {value!r}: use 1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, and no '..'"
+        )
+    return value
+
+
+def check_domain_name(value: str) -> str:
+    check_name(value, "domain name")
+    if value in RESERVED_NAMES:
+        raise InvalidInput(f"domain name {value!r} is reserved for the host itself")
+    return value
+
+
+def check_path(value: str | Path, what: str = "path", *, must_exist: bool = True) -> Path:
+    """An absolute or relative file path without '..' components, resolved to an absolute one."""
+    text = str(value)
+    if not text or "\x00" in text:
+        raise InvalidInput(f"{what} is empty or contains a NUL byte")
+    if ".." in Path(text).parts:
+        raise InvalidInput(f"{what} {text!r} must not contain '..'")
+    path = Path(text).expanduser().absolute()
+    if must_exist and not path.is_file():
+        raise InvalidInput(f"{what} {text!r} does not exist or is not a file")
+    return path

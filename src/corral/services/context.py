@@ -1,0 +1,31 @@
+"""Wires the services to their adapters once, for the CLI and the REST API alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from corral.adapters.libvirt_host import LibvirtHost
+from corral.config import Settings, load_settings
+from corral.services.guests import GuestService
+from corral.services.host import HostService
+from corral.services.images import ImageService
+
+
+@dataclass
+class Corral:
+    settings: Settings
+    libvirt: LibvirtHost
+    images: ImageService
+    host: HostService
+    guests: GuestService
+
+    def close(self) -> None:
+        self.libvirt.close()
+
+
+def open_corral(settings: Settings | None = None) -> Corral:
+    settings = settings or load_settings()
+    libvirt_host = LibvirtHost(settings.libvirt_uri)
+    images = ImageService(settings)
+    host = HostService(settings, libvirt_host)
+    return Corral(settings, libvirt_host, images, host, GuestService(settings, libvirt_host, images, host))
