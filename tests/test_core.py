@@ -1,0 +1,194 @@
+"""Pure-core tests: validation, specs, the capacity model and domain XML. No libvirt needed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from corral.core.capacity import CapacityLimits, HostFacts, admission_violations, capacity_report, footprint
+from corral.core.domxml import (
+    DiskPlan,
+    DomainPlan,
+    build_domain_xml,
+    clone_domain_xml,
+    parse_domain_xml,
+    snapshot_xml,
+    tiny_cmdline,
+)
+from corral.core.errors import InvalidInput
+from corral.core.spec import GuestSpec, LoadSpec, parse_load, spec_from_mapping, spec_from_toml
+from corral.core.validate import check_domain_name, check_name, check_path
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+@pytest.mark.parametrize("name", ["a'b<c>", "", "-x", "a b", "a/b", "x" * 64, "a..b", "ü", "a\nb", "Domain-0"])
+def test_bad_names_are_refused_with_a_clear_message(name: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        check_domain_name(name)
+    assert "name" in caught.value.message
+
+
+@pytest.mark.parametrize("name", ["web", "db-1", "Mail_2", "a.b", "x" * 63])
+def test_good_names_pass(name: str) -> None:
+    assert check_name(name) == name
+
+
+def test_paths_with_dotdot_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"'\.\.'"):
+        check_path(str(tmp_path / ".." / "x.iso"), "iso")
+    with pytest.raises(InvalidInput, match="does not exist"):
+        check_path(tmp_path / "missing.iso", "iso")
+    real = tmp_path / "ok.iso"
+    real.write_bytes(b"x")
+    assert check_path(real) == real
+
+
+def test_load_parsing() -> None:
+    assert parse_load("cpu=40,disk=100,net=8") == LoadSpec(40, 100, 8)
+    assert parse_load("net=5") == LoadSpec(0, 0, 5)
+    for bad, why in [("cpu=140", "between 0 and 100"), ("cpu=x", "not a number"), ("gpu=1", "invalid load"),
+                     ("cpu=1,cpu=2", "twice"), ("disk=-1", "between")]:
+        with pytest.raises(InvalidInput, match=why):
+            parse_load(bad)
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(InvalidInput, match="vcpus"):
+        GuestSpec("web", "tiny", vcpus=0)
+    with pytest.raises(InvalidInput, match="memory"):
+        GuestSpec("web", "tiny", memory_mib=10)
+    with pytest.raises(InvalidInput, match="disk"):
+        GuestSpec("web", "tiny", disk_gib=-1)
+    with pytest.raises(InvalidInput, match="unknown spec field"):
+        spec_from_mapping({"name": "web", "image": "tiny", "cores": 2})
+    with pytest.raises(InvalidInput, match="whole number"):
+        spec_from_mapping({"name": "web", "image": "tiny", "vcpus": 1.5})
+    with pytest.raises(InvalidInput, match="'image' is missing"):
+        spec_from_mapping({"name": "web"})
+
+
+def test_spec_from_toml_resolves_iso_next_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "install.iso").write_bytes(b"x")
+    spec_file = tmp_path / "web.toml"
+    spec_file.write_text('name = "web"\nimage = "tiny"\nvcpus = 2\nmemory = 512\niso = "install.iso"\n'
+                         '[load]\ncpu = 15\nnet = 64\n')
+    spec = spec_from_toml(spec_file)
+    assert (spec.name, spec.vcpus, spec.memory_mib, spec.iso) == ("web", 2, 512, tmp_path / "install.iso")
+    assert spec.load == LoadSpec(15, 0, 64)
+    spec_file.write_text('name = "web"\nimage = "tiny"\niso = "../etc/passwd"\n')
+    with pytest.raises(InvalidInput, match=r"'\.\.'"):
+        spec_from_toml(spec_file)
+    spec_file.write_text('name = "web\n')
+    with pytest.raises(InvalidInput, match="not valid TOML"):
+        spec_from_toml(spec_file)
+
+
+HOST = HostFacts(cores=2, memory_mib=8192)
+LIMITS = CapacityLimits(cap=0.85, vcpu_overcommit=4, memory_reserve_mib=1024, assumed_guest_utilization=0.25)
+
+
+def test_admission_accepts_what_fits_and_refuses_each_limit_with_the_excess() -> None:
+    running = [footprint(f"g{i}", 1, 1024, 15, LIMITS) for i in range(5)]
+    assert admission_violations(HOST, LIMITS, running, footprint("new", 1, 1024, 15, LIMITS)) == []
+    memory = admission_violations(HOST, LIMITS, running, footprint("big", 1, 3000, 15, LIMITS))
+    assert [v.resource for v in memory] == ["memory"]
+    assert memory[0].excess == pytest.approx(5 * 1024 + 3000 - 7168)
+    assert "memory" in memory[0].describe() and "over" in memory[0].describe()
+    vcpus = admission_violations(HOST, LIMITS, running, footprint("wide", 4, 256, 1, LIMITS))
+    assert [v.resource for v in vcpus] == ["vcpus"]
+    cpu = admission_violations(HOST, LIMITS, running, footprint("hot", 1, 256, 100, LIMITS))
+    assert [v.resource for v in cpu] == ["cpu"]
+    assert cpu[0].would_use == pytest.approx(0.75 + 1.0)
+    assert cpu[0].limit == pytest.approx(1.7)
+
+
+def test_a_guest_restarting_is_not_counted_twice() -> None:
+    running = [footprint("web", 2, 4096, 50, LIMITS)]
+    assert admission_violations(HOST, LIMITS, running, footprint("web", 2, 4096, 50, LIMITS)) == []
+
+
+def test_undeclared_load_uses_the_assumed_utilization() -> None:
+    assert footprint("x", 2, 128, None, LIMITS).cpu_demand_cores == pytest.approx(0.5)
+    report = capacity_report(HOST, LIMITS, [footprint("x", 2, 128, None, LIMITS)])
+    budgets = {b.resource: b for b in report.budgets}
+    assert budgets["cpu"].free == pytest.approx(1.2)
+    assert budgets["memory"].limit == 7168
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError):
+        CapacityLimits(cap=1.5)
+    with pytest.raises(ValueError):
+        CapacityLimits(vcpu_overcommit=0)
+
+
+def _plan(tmp_path: Path, name: str = "web") -> DomainPlan:
+    return DomainPlan(
+        name=name, domain_type="qemu", emulator="/usr/bin/qemu-system-x86_64", vcpus=2, memory_mib=256,
+        image="tiny", load=LoadSpec(15, 64, 8),
+        disks=(DiskPlan(tmp_path / name / "disk0.qcow2", "qcow2"),
+               DiskPlan(tmp_path / "install.iso", "raw", "cdrom", owned=False)),
+        console_log=tmp_path / name / "console.log", kernel=tmp_path / "vmlinux", initrd=tmp_path / "initrd.img",
+        cmdline=tiny_cmdline("console=ttyS0", name, LoadSpec(15, 64, 8)), readiness="serial",
+    )
+
+
+def test_domain_xml_round_trips_corral_metadata(tmp_path: Path) -> None:
+    xml = build_domain_xml(_plan(tmp_path))
+    facts = parse_domain_xml(xml)
+    assert (facts.name, facts.vcpus, facts.memory_mib) == ("web", 2, 256)
+    assert facts.meta is not None
+    assert facts.meta.load == LoadSpec(15, 64, 8)
+    assert facts.meta.owned_files == (tmp_path / "web" / "disk0.qcow2",)
+    assert [d.device for d in facts.disks] == ["disk", "cdrom"]
+    assert "corral.name=web corral.cpu=15 corral.disk=64 corral.net=8" in xml
+
+
+def test_hostile_strings_stay_inside_their_element(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    hostile = DomainPlan(**{**plan.__dict__, "cmdline": "a'b<c>&\"</cmdline><evil/>"})
+    xml = build_domain_xml(hostile)
+    assert "<evil" not in xml
+    import xml.etree.ElementTree as ET
+
+    assert ET.fromstring(xml).findtext("os/cmdline") == "a'b<c>&\"</cmdline><evil/>"
+
+
+def _validate(xml: str, schema: str, tmp_path: Path) -> None:
+    tool = shutil.which("virt-xml-validate")
+    if tool is None:
+        if IN_CI:
+            pytest.fail("virt-xml-validate is missing (Debian package libvirt-clients)")
+        pytest.skip("virt-xml-validate is not installed")
+    path = tmp_path / "domain.xml"
+    path.write_text(xml)
+    result = subprocess.run([tool, str(path), schema], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_generated_xml_passes_virt_xml_validate(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    _validate(build_domain_xml(plan), "domain", tmp_path)
+    disk_only = DomainPlan(**{**plan.__dict__, "kernel": None, "initrd": None, "cmdline": None,
+                              "domain_type": "kvm", "readiness": "agent"})
+    _validate(build_domain_xml(disk_only), "domain", tmp_path)
+    _validate(snapshot_xml("before-upgrade", "a snapshot"), "domainsnapshot", tmp_path)
+
+
+def test_clone_xml_moves_owned_files_and_renames(tmp_path: Path) -> None:
+    xml = build_domain_xml(_plan(tmp_path))
+    old_disk = tmp_path / "web" / "disk0.qcow2"
+    new_disk = tmp_path / "web2" / "disk0.qcow2"
+    cloned = clone_domain_xml(xml, "web2", {old_disk: new_disk}, tmp_path / "web2" / "console.log")
+    facts = parse_domain_xml(cloned)
+    assert facts.name == "web2"
+    assert facts.meta is not None and facts.meta.owned_files == (new_disk,)
+    assert facts.meta.console_log == tmp_path / "web2" / "console.log"
+    assert "corral.name=web2" in cloned and "corral.name=web " not in cloned
+    assert tmp_path / "install.iso" in [d.path for d in facts.disks]  # shared, not copied
+    _validate(cloned, "domain", tmp_path)
