@@ -1,0 +1,95 @@
+"""Shared fixtures. Tests that need libvirt, QEMU or a guest fail (not skip) when CI=true."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from corral.config import Settings, load_settings
+from corral.core.capacity import CapacityLimits
+from corral.core.errors import CorralError
+from corral.services.context import Corral, open_corral
+
+IN_CI = os.environ.get("CI") == "true"
+TEST_PREFIX = "ct-"
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip on a developer's machine without `what`; fail under CI, where it must be there."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"{what} is required under CI=true")
+        pytest.skip(f"{what} is not available")
+
+
+def libvirt_available(uri: str = "qemu:///system") -> bool:
+    if shutil.which("virsh") is None:
+        return False
+    return subprocess.run(["virsh", "-c", uri, "version"], capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def image_cache() -> Path:
+    """Where the tiny image is built once and kept between test runs."""
+    path = Path(os.environ.get("CORRAL_TEST_CACHE", "/var/cache/corral-test"))
+    (path / "images").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory, image_cache: Path) -> Settings:
+    """A data folder for the test session whose images/ is the shared cache; the env points the CLI at it."""
+    data = tmp_path_factory.mktemp("corral-data")
+    (data / "images").symlink_to(image_cache / "images")
+    os.environ["CORRAL_DATA_DIR"] = str(data)
+    os.environ["CORRAL_CONFIG"] = str(data / "config.toml")
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def corral_session(settings: Settings) -> Iterator[Corral]:
+    """A Corral wired to the real libvirt daemon, with the tiny image built."""
+    require(libvirt_available(settings.libvirt_uri), f"a running libvirt daemon at {settings.libvirt_uri}")
+    require(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86_64")
+    corral = open_corral(settings)
+    remove_test_domains(corral)
+    if not corral.images.exists("tiny"):
+        corral.images.build_tiny()
+    yield corral
+    remove_test_domains(corral)
+    corral.close()
+
+
+@pytest.fixture
+def corral(corral_session: Corral) -> Iterator[Corral]:
+    yield corral_session
+    remove_test_domains(corral_session)
+
+
+def remove_test_domains(corral: Corral) -> None:
+    for row in corral.libvirt.rows():
+        if row.name.startswith(TEST_PREFIX):
+            with contextlib.suppress(CorralError):
+                corral.guests.delete(row.name)
+
+
+@pytest.fixture
+def override(corral: Corral) -> Iterator[Callable[..., None]]:
+    """Change settings (and capacity limits, as `limits={...}`) for one test."""
+    original = corral.settings
+
+    def apply(limits: dict[str, float] | None = None, **changes: object) -> None:
+        new = replace(original, **changes)  # type: ignore[arg-type]
+        if limits:
+            new = replace(new, limits=CapacityLimits(**{**original.limits.__dict__, **limits}))
+        corral.settings = corral.guests.settings = corral.host.settings = new
+
+    yield apply
+    corral.settings = corral.guests.settings = corral.host.settings = original
