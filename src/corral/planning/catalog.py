@@ -1,0 +1,192 @@
+"""Host kinds: what a consolidation host can hold, what it draws and what it costs."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corral.planning.errors import CatalogError
+
+GB = 1024**3
+MB_S = 1_000_000  # disk/network throughput in the catalog is in MB/s (decimal)
+
+#: Built-in catalog. ML110 G4/G5 are CloudSim's hosts (Beloglazov & Buyya 2012: SPECpower curves,
+#: 2 cores x 1860/2660 MIPS, 4 GB, 1 Gbit/s). Disk throughput, prices and upkeep are stated
+#: assumptions (2011/2025 list-price order of magnitude), to be overridden with your own figures.
+BUILTIN_CATALOG_TOML = """
+[kinds.ml110-g4]
+description = "HP ProLiant ML110 G4 (Xeon 3040, 2 x 1860 MHz), CloudSim's host type 0"
+cores = 2
+core_mhz = 1860
+speed = 1.0
+mem_gb = 4
+disk_mb_s = 100
+net_mb_s = 125
+power_w = [86, 89.4, 92.6, 96, 99.5, 102, 106, 108, 112, 114, 117]
+price = 1000
+upkeep_per_year = 100
+rack_units = 1
+
+[kinds.ml110-g5]
+description = "HP ProLiant ML110 G5 (Xeon 3075, 2 x 2660 MHz), CloudSim's host type 1"
+cores = 2
+core_mhz = 2660
+speed = 1.0
+mem_gb = 4
+disk_mb_s = 100
+net_mb_s = 125
+power_w = [93.7, 97, 101, 105, 110, 116, 121, 125, 129, 133, 135]
+price = 1200
+upkeep_per_year = 120
+rack_units = 1
+
+[kinds.legacy-1u]
+description = "A typical small 2010s 1U server (4 x 2400 MHz, 16 GB), the default machine 'before'"
+cores = 4
+core_mhz = 2400
+speed = 1.0
+mem_gb = 16
+disk_mb_s = 150
+net_mb_s = 125
+power_w = [60, 70, 78, 85, 92, 99, 106, 113, 120, 128, 135]
+price = 1500
+upkeep_per_year = 150
+rack_units = 1
+
+[kinds.dl360-g10]
+description = "2-socket 1U server (2 x 16 cores x 2600 MHz, 384 GB, NVMe, 10 GbE)"
+cores = 32
+core_mhz = 2600
+speed = 1.0
+mem_gb = 384
+disk_mb_s = 2000
+net_mb_s = 1250
+power_w = [110, 150, 180, 205, 230, 255, 280, 305, 330, 355, 380]
+price = 9000
+upkeep_per_year = 600
+rack_units = 1
+
+[kinds.epyc-1s]
+description = "1-socket 1U server (64 cores x 2450 MHz, 512 GB, NVMe, 25 GbE)"
+cores = 64
+core_mhz = 2450
+speed = 1.25
+mem_gb = 512
+disk_mb_s = 4000
+net_mb_s = 3125
+power_w = [120, 165, 200, 230, 260, 290, 320, 350, 380, 410, 440]
+price = 14000
+upkeep_per_year = 900
+rack_units = 1
+"""
+
+
+@dataclass(frozen=True)
+class HostKind:
+    """A kind of host. Capacities in the units of corral.planning.model (cpu: MHz-equivalents)."""
+
+    name: str
+    cores: int
+    core_mhz: float
+    speed: float
+    mem_bytes: float
+    disk_bps: float
+    net_bps: float
+    power_w: tuple[float, ...]  # 11 points: watts at 0, 10, ..., 100 % CPU load
+    price: float
+    upkeep_per_year: float
+    rack_units: float = 1.0
+    description: str = ""
+
+    @property
+    def cpu_mhz(self) -> float:
+        return self.cores * self.core_mhz * self.speed
+
+    def capacity(self, resource: str) -> float:
+        return {"cpu": self.cpu_mhz, "mem": self.mem_bytes, "disk": self.disk_bps, "net": self.net_bps}[resource]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "cores": self.cores,
+            "core_mhz": self.core_mhz,
+            "speed": self.speed,
+            "mem_gb": self.mem_bytes / GB,
+            "disk_mb_s": self.disk_bps / MB_S,
+            "net_mb_s": self.net_bps / MB_S,
+            "power_w": list(self.power_w),
+            "price": self.price,
+            "upkeep_per_year": self.upkeep_per_year,
+            "rack_units": self.rack_units,
+        }
+
+
+def host_kind_from_json(name: str, d: Mapping[str, Any], where: str = "catalog") -> HostKind:
+    """Build a HostKind from a TOML/JSON table (the keys of BUILTIN_CATALOG_TOML)."""
+    def num(key: str, default: float | None = None) -> float:
+        v = d.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise CatalogError(f"{where}: kind {name!r}: {key} must be a number, got {v!r}")
+        if v < 0 or (key in ("cores", "core_mhz", "speed", "mem_gb") and v <= 0):
+            raise CatalogError(f"{where}: kind {name!r}: {key} must be positive, got {v}")
+        return float(v)
+
+    power = d.get("power_w")
+    if not isinstance(power, list) or len(power) != 11 or not all(isinstance(x, int | float) for x in power):
+        raise CatalogError(f"{where}: kind {name!r}: power_w must be 11 numbers (watts at 0, 10, ..., 100 %)")
+    if any(b < a for a, b in zip(power, power[1:], strict=False)) or power[0] < 0:
+        raise CatalogError(f"{where}: kind {name!r}: power_w must be non-negative and non-decreasing")
+    return HostKind(
+        name=name,
+        cores=int(num("cores")),
+        core_mhz=num("core_mhz"),
+        speed=num("speed", 1.0),
+        mem_bytes=num("mem_gb") * GB,
+        disk_bps=num("disk_mb_s") * MB_S,
+        net_bps=num("net_mb_s") * MB_S,
+        power_w=tuple(float(x) for x in power),
+        price=num("price", 0.0),
+        upkeep_per_year=num("upkeep_per_year", 0.0),
+        rack_units=num("rack_units", 1.0),
+        description=str(d.get("description", "")),
+    )
+
+
+def parse_catalog(text: str, where: str = "catalog") -> dict[str, HostKind]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{where}: invalid TOML: {exc}") from None
+    kinds = data.get("kinds")
+    if not isinstance(kinds, dict) or not kinds:
+        raise CatalogError(f"{where}: no [kinds.NAME] tables")
+    out = {}
+    for name, table in kinds.items():
+        if not isinstance(table, dict):
+            raise CatalogError(f"{where}: kinds.{name} is not a table")
+        out[name] = host_kind_from_json(name, table, where)
+    return out
+
+
+def load_catalog(path: str | Path | None = None) -> dict[str, HostKind]:
+    """The built-in kinds, overridden/extended by the kinds of the TOML file at ``path``."""
+    kinds = parse_catalog(BUILTIN_CATALOG_TOML, "built-in catalog")
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CatalogError(f"{p}: cannot read: {exc.strerror}") from None
+        kinds.update(parse_catalog(text, str(p)))
+    return kinds
+
+
+def get_kind(kinds: Mapping[str, HostKind], name: str) -> HostKind:
+    try:
+        return kinds[name]
+    except KeyError:
+        raise CatalogError(f"unknown host kind {name!r} (known: {', '.join(sorted(kinds))})") from None

@@ -1,0 +1,34 @@
+"""Errors raised by the consolidation planner. Every message names what is wrong (and where)."""
+
+from __future__ import annotations
+
+
+class PlanningError(Exception):
+    """Base class of every planning error; the CLI prints its message on one line and exits 1."""
+
+
+class TraceFormatError(PlanningError):
+    """A trace file is malformed: the message names the file and, when known, the line."""
+
+    def __init__(self, path: str, line: int | None, problem: str) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
+
+
+class EmptyInputError(PlanningError):
+    """No traces were found where some were expected."""
+
+
+class CatalogError(PlanningError):
+    """The host catalog (TOML) is malformed or names an unknown kind."""
+
+
+class InfeasibleError(PlanningError):
+    """The request cannot be satisfied at all (e.g. an impossible cap or no server fits)."""
+
+
+class PlanFormatError(PlanningError):
+    """A plan.json file does not follow the documented schema."""

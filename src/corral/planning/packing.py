@@ -1,0 +1,432 @@
+"""The pure packing core: normalized time-series vectors in, host assignments out.
+
+Every function works on ``D``, an array of shape (servers, resources, steps) holding each
+server's demand divided by the *capped* host capacity (cap x host capacity), so a host is
+feasible iff, for every resource, its summed demand is <= 1 at every step — or, in percentile
+mode, at all but ``k`` steps per resource while never exceeding ``hard`` (= 1 / cap, the host's
+physical 100 %).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+EPS = 1e-9
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Feasibility rule: at most ``k`` steps per resource above 1, never above ``hard``."""
+
+    k: int = 0
+    hard: float = 1.0
+
+
+def host_ok(load: FloatArray, lim: Limits) -> bool:
+    """Is one host's load (resources, steps) feasible?"""
+    if lim.k == 0:
+        return bool(np.all(load <= 1.0 + EPS))
+    if np.any(load > lim.hard + EPS):
+        return False
+    return bool(np.all((load > 1.0 + EPS).sum(axis=-1) <= lim.k))
+
+
+def hosts_ok(loads: FloatArray, lim: Limits) -> npt.NDArray[np.bool_]:
+    """Feasibility of many hosts at once; ``loads`` has shape (hosts, resources, steps)."""
+    if loads.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    flat = loads.reshape(loads.shape[0], -1)
+    if lim.k == 0:
+        return np.asarray(flat.max(axis=1) <= 1.0 + EPS)
+    under_hard = flat.max(axis=1) <= lim.hard + EPS
+    over = (loads > 1.0 + EPS).sum(axis=2).max(axis=1)
+    return np.asarray(under_hard & (over <= lim.k))
+
+
+def unplaceable_mask(D: FloatArray, lim: Limits) -> npt.NDArray[np.bool_]:
+    """Servers that do not fit even alone on an empty host."""
+    return ~hosts_ok(D, lim)
+
+
+def sizes(D: FloatArray) -> FloatArray:
+    """Sort key: sum over resources of normalized peak + mean."""
+    return np.asarray(D.max(axis=2).sum(axis=1) + D.mean(axis=2).sum(axis=1))
+
+
+def assignment_to_hosts(assign: IntArray) -> list[list[int]]:
+    """Group server indices by host (hosts renumbered 0..m-1 in order of first appearance)."""
+    hosts: dict[int, list[int]] = {}
+    for i, h in enumerate(assign.tolist()):
+        if h >= 0:
+            hosts.setdefault(h, []).append(i)
+    return [hosts[h] for h in sorted(hosts)]
+
+
+def check_assignment(D: FloatArray, assign: IntArray, lim: Limits) -> bool:
+    """Independent check: every placed server's host is feasible."""
+    for members in assignment_to_hosts(assign):
+        if not host_ok(D[members].sum(axis=0), lim):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- greedy packers
+def first_fit_decreasing(D: FloatArray, lim: Limits, order: IntArray | None = None) -> IntArray:
+    """Best-fit decreasing over the time series: each server (largest first) goes to the feasible
+    open host with the highest summed load, or to a new host. Servers that fit nowhere get -1."""
+    n, R, T = D.shape
+    if order is None:
+        order = np.argsort(-sizes(D), kind="stable")
+    assign = np.full(n, -1, dtype=np.int64)
+    cap_hosts = 16
+    loads = np.zeros((cap_hosts, R, T))
+    total = np.zeros(cap_hosts)
+    hmax = np.zeros(cap_hosts)
+    m = 0
+    alone = hosts_ok(D, lim)
+    peaks = D.reshape(n, -1).max(axis=1)
+    for i in order.tolist():
+        if not alone[i]:
+            continue
+        d = D[i]
+        chosen = -1
+        if m:
+            # hosts whose peak + the server's peak stays under 1 need no full check
+            sure = (hmax[:m] + peaks[i]) <= 1.0 + EPS
+            cand = np.ones(m, dtype=bool) if lim.k else ~sure
+            ok = sure.copy()
+            if cand.any():
+                idx = np.flatnonzero(cand)
+                ok[idx] = hosts_ok(loads[idx] + d, lim)
+            if ok.any():
+                score = np.where(ok, total[:m], -np.inf)
+                chosen = int(np.argmax(score))
+        if chosen < 0:
+            if m == cap_hosts:
+                cap_hosts *= 2
+                loads = np.concatenate([loads, np.zeros_like(loads)])
+                total = np.concatenate([total, np.zeros_like(total)])
+                hmax = np.concatenate([hmax, np.zeros_like(hmax)])
+            chosen = m
+            m += 1
+        loads[chosen] += d
+        total[chosen] += float(d.sum())
+        hmax[chosen] = float(loads[chosen].max())
+        assign[i] = chosen
+    return assign
+
+
+def peak_ffd(D: FloatArray, lim: Limits) -> IntArray:
+    """The classic baseline: each server sized by its peak per resource (time ignored), packed by
+    first-fit decreasing on those peak vectors."""
+    peaks = D.max(axis=2)[:, :, None]
+    return first_fit_decreasing(peaks, Limits(0, 1.0))
+
+
+def compact(assign: IntArray) -> IntArray:
+    """Renumber hosts 0..m-1 (keeping -1 for unplaced servers)."""
+    out = assign.copy()
+    used = np.unique(assign[assign >= 0])
+    remap = np.full(int(used.max()) + 1 if used.size else 1, -1, dtype=np.int64)
+    remap[used] = np.arange(used.size)
+    placed = assign >= 0
+    out[placed] = remap[assign[placed]]
+    return out
+
+
+# ---------------------------------------------------------------- local search
+def empty_hosts(D: FloatArray, assign: IntArray, lim: Limits, deadline: float) -> IntArray:
+    """Try to empty hosts, lightest first: move each of its servers to another host where it fits
+    (least-correlated first); when one cannot be moved, try swapping it with a smaller server of a
+    host that has room for it, the smaller one moving on to a third host. A host is emptied only if
+    all its servers find a place; otherwise nothing changes. Stops at ``deadline``
+    (time.perf_counter()) or when a full round empties nothing."""
+    n, R, T = D.shape
+    assign = compact(assign)
+    flat = D.reshape(n, R * T)
+    m = int(assign.max()) + 1 if (assign >= 0).any() else 0
+    loads = np.zeros((m, R * T))
+    np.add.at(loads, assign[assign >= 0], flat[assign >= 0])
+    alive = np.ones(m, dtype=bool)
+    sz = sizes(D)
+
+    def ok_many(rows: FloatArray) -> npt.NDArray[np.bool_]:
+        if lim.k == 0:
+            return np.asarray(rows.max(axis=1) <= 1.0 + EPS)
+        return hosts_ok(rows.reshape(rows.shape[0], R, T), lim)
+
+    improved = True
+    tried_fail: set[tuple[int, int]] = set()
+    while improved and time.perf_counter() < deadline:
+        improved = False
+        order = np.argsort(np.where(alive, loads.sum(axis=1), np.inf))
+        for h in order.tolist():
+            if not alive[h] or time.perf_counter() > deadline:
+                continue
+            members = np.flatnonzero(assign == h)
+            key = (h, len(members))
+            if key in tried_fail:
+                continue
+            members = members[np.argsort(-sz[members])]
+            trial_loads = loads.copy()
+            trial_assign = assign.copy()
+            trial_alive = alive.copy()
+            trial_alive[h] = False
+            success = True
+            for i in members.tolist():
+                d = flat[i]
+                others = np.flatnonzero(trial_alive)
+                new = trial_loads[others] + d
+                ok = ok_many(new)
+                if ok.any():
+                    score = trial_loads[others] @ d
+                    score[~ok] = np.inf
+                    g = int(others[int(np.argmin(score))])
+                    trial_loads[g] += d
+                    trial_loads[h] -= d
+                    trial_assign[i] = g
+                    continue
+                if _swap_in(flat, sz, i, h, trial_assign, trial_loads, trial_alive, ok_many):
+                    continue
+                success = False
+                break
+            if success:
+                loads, assign, alive = trial_loads, trial_assign, trial_alive
+                loads[h] = 0.0
+                improved = True
+                tried_fail.clear()
+            else:
+                tried_fail.add(key)
+    return compact(assign)
+
+
+def _swap_in(
+    flat: FloatArray,
+    sz: FloatArray,
+    i: int,
+    h: int,
+    assign: IntArray,
+    loads: FloatArray,
+    alive: npt.NDArray[np.bool_],
+    ok_many: object,
+) -> bool:
+    """Place server ``i`` (leaving host ``h``) on some host g by moving a smaller server j of g to a
+    third host. Mutates ``assign``/``loads`` only on success."""
+    check = ok_many  # typed as object to keep the signature simple; it is a callable
+    assert callable(check)
+    d = flat[i]
+    hosts = np.flatnonzero(alive)
+    # candidate hosts: where i fits after removing one of its servers; try most room first
+    room = loads[hosts].max(axis=1)
+    for g in hosts[np.argsort(room)][:8].tolist():
+        cands = np.flatnonzero(assign == g)
+        cands = cands[sz[cands] < sz[i]]
+        if cands.size == 0:
+            continue
+        after = loads[g] + d - flat[cands]
+        fit = check(after)
+        for j in cands[fit][np.argsort(-sz[cands[fit]])][:6].tolist():
+            third = hosts[(hosts != g)]
+            new = loads[third] + flat[j]
+            ok = check(new)
+            if ok.any():
+                t = int(third[int(np.argmax(ok))])
+                loads[g] += d - flat[j]
+                loads[h] -= d
+                loads[t] += flat[j]
+                assign[i] = g
+                assign[j] = t
+                return True
+    return False
+
+
+# ---------------------------------------------------------------- lower bound
+def lower_bound(D: FloatArray, lim: Limits) -> tuple[int, dict[str, int]]:
+    """Provably valid lower bounds on the number of hosts of any feasible plan.
+
+    Strict mode (k = 0), per resource and step c, the column is a 1-D bin-packing instance that
+    every plan must also solve, so hosts >= max(ceil(sum_i d_ic), #{i: d_ic > 1/2}) (the
+    Martello-Toth L2 bound at alpha = 0). Percentile mode: a host may exceed 1 at <= k steps per
+    resource and never ``hard``; at step t a total above H needs >= ceil((total - H) / (hard - 1))
+    exceeding hosts, and all of them together have at most H*k exceedances, so the smallest H with
+    sum_t ceil(max(0, total_t - H) / (hard - 1)) <= H*k (and max total <= H*hard) is a bound.
+    """
+    n, R, T = D.shape
+    details: dict[str, int] = {}
+    tot = D.sum(axis=0)  # (R, T)
+    if lim.k == 0:
+        for r in range(R):
+            col = tot[r]
+            details[f"r{r}_total"] = int(math.ceil(float(col.max()) - 1e-7)) if n else 0
+            details[f"r{r}_big"] = int((D[:, r, :] > 0.5 + EPS).sum(axis=0).max()) if n else 0
+            both = np.maximum(np.ceil(col - 1e-7), (D[:, r, :] > 0.5 + EPS).sum(axis=0))
+            details[f"r{r}_l2"] = int(both.max()) if n else 0
+    else:
+        spread = max(lim.hard - 1.0, 1e-12)
+        for r in range(R):
+            col = tot[r]
+            H = max(1, int(math.ceil(float(col.max()) / lim.hard - 1e-7)))
+            while True:
+                need = np.ceil(np.maximum(0.0, col - H - 1e-7) / spread).sum()
+                if need <= H * lim.k:
+                    break
+                H += 1
+            details[f"r{r}_percentile"] = H
+    return (max(details.values()) if details and n else 0), details
+
+
+# ---------------------------------------------------------------- exact
+def exact_cpsat(
+    D: FloatArray, upper: int, time_limit_s: float, scale: int = 10_000, workers: int = 2
+) -> tuple[IntArray | None, bool, int]:
+    """Minimum number of hosts by CP-SAT (strict mode only). Demands are rounded *up* to
+    1/``scale`` of the capped capacity, so every solution it returns is feasible. Returns
+    (assignment or None, proven optimal, its best bound on the optimum of the rounded instance)."""
+    from ortools.sat.python import cp_model
+
+    n, R, T = D.shape
+    W = np.ceil(D.reshape(n, R * T) * scale - 1e-6).astype(np.int64)
+    cols = [c for c in range(R * T) if W[:, c].sum() > scale]  # columns that can never bind are skipped
+    model = cp_model.CpModel()
+    B = upper
+    x = [[model.new_bool_var(f"x{i}_{b}") for b in range(B)] for i in range(n)]
+    y = [model.new_bool_var(f"y{b}") for b in range(B)]
+    for i in range(n):
+        model.add_exactly_one(x[i][: min(i + 1, B)])  # symmetry: server i uses one of hosts 0..i
+        for b in range(i + 1, B):
+            model.add(x[i][b] == 0)
+    for b in range(B):
+        for i in range(n):
+            model.add_implication(x[i][b], y[b])
+        if b:
+            model.add_implication(y[b], y[b - 1])
+        for c in cols:
+            terms = [(int(W[i, c]), x[i][b]) for i in range(n) if W[i, c] > 0]
+            if terms:
+                model.add(sum(w * v for w, v in terms) <= scale * y[b])
+    model.minimize(sum(y))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(0.05, time_limit_s)
+    solver.parameters.num_workers = workers
+    status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None, False, 0
+    assign = np.array([next(b for b in range(B) if solver.value(x[i][b])) for i in range(n)], dtype=np.int64)
+    return compact(assign), status == cp_model.OPTIMAL, int(math.ceil(solver.best_objective_bound - 1e-6))
+
+
+# ---------------------------------------------------------------- fixed-m overflow repair (strict mode)
+def _overflow(rows: FloatArray) -> FloatArray:
+    """Sum of the loads above 1 along the last axis."""
+    return np.asarray(np.maximum(rows - 1.0, 0.0).sum(axis=-1))
+
+
+def repair_to_m(
+    D: FloatArray,
+    assign: IntArray,
+    m: int,
+    deadline: float,
+    rng: np.random.Generator,
+    tenure: int = 7,
+) -> IntArray | None:
+    """Strict mode. Starting from ``assign`` (hosts 0..m-1, possibly overloaded), move servers
+    between hosts to drive the total overflow (sum over hosts and steps of load above 1) to zero:
+    each iteration takes one overloaded host and applies the best move of one of its servers to
+    another host (tabu for ``tenure`` iterations on the reverse move, so plateaus are crossed).
+    Returns a feasible assignment on <= m hosts, or None at ``deadline``."""
+    n, R, T = D.shape
+    flat = D.reshape(n, R * T)
+    loads = np.zeros((m, R * T))
+    np.add.at(loads, assign, flat)
+    over = _overflow(loads)
+    tabu_until = np.zeros((n, m), dtype=np.int64)
+    it = 0
+    while True:
+        bad = np.flatnonzero(over > EPS)
+        if bad.size == 0:
+            return assign
+        if (it & 15) == 0 and time.perf_counter() > deadline:
+            return None
+        it += 1
+        b = int(bad[rng.integers(bad.size)]) if rng.random() < 0.3 else int(bad[np.argmax(over[bad])])
+        members = np.flatnonzero(assign == b)
+        dm = flat[members]  # (k, C)
+        out_gain = _overflow(loads[b][None, :] - dm) - over[b]  # (k,) <= 0
+        new = loads[None, :, :] + dm[:, None, :]  # (k, m, C)
+        in_cost = _overflow(new) - over[None, :]  # (k, m)
+        delta = in_cost + out_gain[:, None]
+        delta[:, b] = np.inf
+        delta[tabu_until[members] >= it] = np.inf
+        flat_idx = int(np.argmin(delta))
+        if not np.isfinite(delta.flat[flat_idx]):
+            continue
+        j, g = divmod(flat_idx, m)
+        i = int(members[j])
+        loads[b] -= flat[i]
+        loads[g] += flat[i]
+        over[b] = float(_overflow(loads[b]))
+        over[g] = float(_overflow(loads[g]))
+        assign[i] = g
+        tabu_until[i, b] = it + tenure + int(rng.integers(0, 4))
+
+
+def drop_one_host(D: FloatArray, assign: IntArray) -> IntArray:
+    """From a plan on m hosts, a (possibly overloaded) one on m-1: the lightest host's servers are
+    spread over the others, each where it adds the least overflow (ties: least correlated)."""
+    n, R, T = D.shape
+    flat = D.reshape(n, R * T)
+    m = int(assign.max()) + 1
+    loads = np.zeros((m, R * T))
+    np.add.at(loads, assign, flat)
+    h = int(np.argmin(loads.sum(axis=1)))
+    keep = np.flatnonzero(np.arange(m) != h)
+    remap = np.full(m, -1, dtype=np.int64)
+    remap[keep] = np.arange(m - 1)
+    out = remap[assign]
+    loads = loads[keep]
+    movers = np.flatnonzero(assign == h)
+    movers = movers[np.argsort(-flat[movers].sum(axis=1))]
+    for i in movers.tolist():
+        d = flat[i]
+        cost = _overflow(loads + d) - _overflow(loads)
+        score = cost * 1e6 + loads @ d
+        g = int(np.argmin(score))
+        loads[g] += d
+        out[i] = g
+    return out
+
+
+def minimize_hosts(
+    D: FloatArray,
+    assign: IntArray,
+    lower: int,
+    deadline: float,
+    seed: int = 0,
+) -> IntArray:
+    """Strict mode: from a feasible plan, repeatedly drop a host and repair, until the lower bound
+    is reached or ``deadline``. Returns the best feasible plan found."""
+    rng = np.random.default_rng(seed)
+    best = compact(assign)
+    placed = best >= 0
+    if not placed.any():
+        return best
+    idx = np.flatnonzero(placed)
+    sub = D[idx]
+    cur = best[idx]
+    while int(cur.max()) + 1 > max(lower, 1) and time.perf_counter() < deadline:
+        trial = drop_one_host(sub, cur)
+        fixed = repair_to_m(sub, trial, int(cur.max()), deadline, rng)
+        if fixed is None:
+            break
+        cur = compact(fixed)
+        out = best.copy()
+        out[idx] = cur
+        best = out
+    return best

@@ -1,0 +1,308 @@
+"""The planner (pure): traces + host kind + cap -> a placement on few hosts, never over the cap."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from corral.planning import packing as pk
+from corral.planning.catalog import HostKind, load_catalog
+from corral.planning.cost import CostComparison, CostParams, compare_costs
+from corral.planning.errors import InfeasibleError, PlanningError
+from corral.planning.model import RESOURCE_UNITS, TraceSet
+
+Progress = Callable[[str, float], None]  # (stage, fraction done)
+
+
+@dataclass(frozen=True)
+class Unplaceable:
+    server: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A plan replayed against other traces of (mostly) the same servers."""
+
+    label: str
+    steps: int
+    servers_matched: int
+    servers_missing: tuple[str, ...]  # in the plan, absent from the other traces
+    servers_new: tuple[str, ...]  # in the other traces, not in the plan (not counted)
+    host_steps: int
+    over_cap_host_steps: int
+    over_100_host_steps: int
+    hosts_ever_over_cap: int
+    hosts_ever_over_100: int
+    max_utilization: float  # of any host, any resource, any step (fraction of host capacity)
+    mean_excess_over_cap: float  # mean of (utilization - cap) over the host-steps above the cap
+    per_host_over_cap: tuple[int, ...]
+
+    @property
+    def over_cap_fraction(self) -> float:
+        return self.over_cap_host_steps / self.host_steps if self.host_steps else 0.0
+
+    @property
+    def over_100_fraction(self) -> float:
+        return self.over_100_host_steps / self.host_steps if self.host_steps else 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    traces: TraceSet
+    host_kind: HostKind
+    cap: float
+    percentile: float | None
+    resources: tuple[str, ...]
+    assignment: npt.NDArray[np.int64]  # host index per server, -1 = unplaceable
+    unplaceable: tuple[Unplaceable, ...]
+    lower_bound: int
+    bound_details: dict[str, int]
+    first_fit_hosts: int
+    peak_ffd_hosts: int
+    method: str
+    optimal: bool
+    elapsed_s: float
+    costs: CostComparison
+    validation: Validation | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def hosts(self) -> list[list[int]]:
+        return pk.assignment_to_hosts(self.assignment)
+
+    @property
+    def n_hosts(self) -> int:
+        return len(self.hosts)
+
+    @property
+    def gap(self) -> float | None:
+        """hosts / lower bound - 1 (None when the bound is 0)."""
+        return self.n_hosts / self.lower_bound - 1.0 if self.lower_bound else None
+
+
+def allowed_over_steps(percentile: float | None, steps: int) -> int:
+    """Steps per resource a host may spend above the cap: floor((100 - P) % of the steps)."""
+    if percentile is None:
+        return 0
+    return int(math.floor((100.0 - percentile) / 100.0 * steps + 1e-9))
+
+
+def normalized_demand(
+    traces: TraceSet, kind: HostKind, cap: float, resources: Sequence[str]
+) -> npt.NDArray[np.float64]:
+    """(servers, resources, steps): demand / (cap x host capacity)."""
+    out = np.empty((traces.n_servers, len(resources), traces.n_steps))
+    for j, r in enumerate(resources):
+        c = kind.capacity(r)
+        if c <= 0:
+            raise PlanningError(f"host kind {kind.name} has no {r} capacity")
+        out[:, j, :] = traces.demand[r] / (cap * c)
+    return out
+
+
+def _check_request(traces: TraceSet, cap: float, percentile: float | None, resources: Sequence[str]) -> None:
+    if not (isinstance(cap, float | int)) or not math.isfinite(cap) or not 0.0 < cap <= 1.0:
+        raise InfeasibleError(f"impossible cap {cap}: it must be in (0, 1], e.g. 0.85")
+    if percentile is not None and not (math.isfinite(percentile) and 0.0 < percentile <= 100.0):
+        raise PlanningError(f"percentile {percentile} must be in (0, 100]")
+    if not resources:
+        raise PlanningError("no resource to plan on")
+    missing = [r for r in resources if r not in traces.demand]
+    if missing:
+        raise PlanningError(
+            f"the traces carry no {', '.join(missing)} data (they have: {', '.join(traces.resources)})"
+        )
+    if len(set(resources)) != len(resources):
+        raise PlanningError("a resource is listed twice")
+
+
+def plan_consolidation(
+    traces: TraceSet,
+    host_kind: HostKind,
+    cap: float = 0.85,
+    percentile: float | None = None,
+    resources: Sequence[str] | None = None,
+    time_budget_s: float = 5.0,
+    *,
+    before_kind: HostKind | None = None,
+    cost_params: CostParams | None = None,
+    exact_max_servers: int = 30,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Plan:
+    """Place every server on hosts of ``host_kind`` so that, for every resource and every step (or
+    all but floor((100-P) % of steps) per resource, and never above the host's 100 %, when
+    ``percentile`` P is given), each host's summed demand stays <= ``cap`` of its capacity, using
+    as few hosts as the search finds within ``time_budget_s``.
+
+    Method: best-fit decreasing over the time series; then, up to 30 servers (strict mode), CP-SAT
+    (proves the optimum when it can); otherwise local search (empty the lightest hosts, then
+    drop-a-host-and-repair by tabu search on the overflow). Servers too big for an empty host are
+    reported in ``unplaceable``, never dropped silently.
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + max(0.0, time_budget_s)
+    res = tuple(resources) if resources is not None else traces.resources
+    _check_request(traces, cap, percentile, res)
+    k = allowed_over_steps(percentile, traces.n_steps)
+    lim = pk.Limits(k=k, hard=(1.0 / cap) if percentile is not None else 1.0)
+    D = normalized_demand(traces, host_kind, cap, res)
+    say = progress or (lambda stage, frac: None)
+
+    bad = pk.unplaceable_mask(D, lim)
+    unplaceable = []
+    for i in np.flatnonzero(bad).tolist():
+        worst = int(np.argmax(D[i].max(axis=1)))
+        r = res[worst]
+        peak = float(traces.demand[r][i].max())
+        unplaceable.append(
+            Unplaceable(
+                traces.names[i],
+                f"{r} peak {peak:.6g} {RESOURCE_UNITS[r]} exceeds {cap:.0%} of a {host_kind.name} host "
+                f"({cap * host_kind.capacity(r):.6g} {RESOURCE_UNITS[r]})",
+            )
+        )
+    ok_idx = np.flatnonzero(~bad)
+    Dp = D[ok_idx]
+    say("first fit", 0.0)
+    assign_p = pk.first_fit_decreasing(Dp, lim) if ok_idx.size else np.zeros(0, dtype=np.int64)
+    ffd_hosts = int(assign_p.max()) + 1 if assign_p.size else 0
+    peak_hosts = int(pk.peak_ffd(Dp, lim).max()) + 1 if ok_idx.size else 0
+    lb, details = pk.lower_bound(Dp, lim) if ok_idx.size else (0, {})
+    details = {_label(key, res): v for key, v in details.items()}
+    method = "best-fit decreasing"
+    optimal = ffd_hosts == lb
+    say("search", 0.1)
+    if not optimal and ok_idx.size:
+        if k == 0 and ok_idx.size <= exact_max_servers:
+            sol, proven, _ = pk.exact_cpsat(Dp, ffd_hosts, deadline - time.perf_counter())
+            if sol is not None and int(sol.max()) + 1 <= ffd_hosts and pk.check_assignment(Dp, sol, lim):
+                assign_p = sol
+                method = "CP-SAT" + (" (optimal)" if proven else " (time limit)")
+                optimal = proven
+        else:
+            share = t0 + 0.3 * max(0.0, time_budget_s)
+            cur = pk.empty_hosts(Dp, assign_p, lim, min(deadline, max(share, time.perf_counter())))
+            method = "best-fit decreasing + local search"
+            if k == 0:
+                cur = pk.minimize_hosts(Dp, cur, lb, deadline, seed=seed)
+                method += " + drop-and-repair"
+            if pk.check_assignment(Dp, cur, lim) and int(cur.max()) + 1 <= ffd_hosts:
+                assign_p = cur
+            optimal = int(assign_p.max()) + 1 == lb
+    say("done", 1.0)
+    if ok_idx.size and not pk.check_assignment(Dp, assign_p, lim):  # defensive: never a wrong plan
+        raise PlanningError("internal error: the search produced a plan over the cap")
+    assignment = np.full(traces.n_servers, -1, dtype=np.int64)
+    assignment[ok_idx] = pk.compact(assign_p) if ok_idx.size else assign_p
+    before_kind = before_kind or load_catalog()["legacy-1u"]
+    costs = compare_costs(
+        before_kind,
+        before_utilization(traces),
+        host_kind,
+        host_utilization(traces, host_kind, assignment, "cpu"),
+        cost_params,
+    )
+    return Plan(
+        traces=traces,
+        host_kind=host_kind,
+        cap=float(cap),
+        percentile=percentile,
+        resources=res,
+        assignment=assignment,
+        unplaceable=tuple(unplaceable),
+        lower_bound=lb,
+        bound_details=details,
+        first_fit_hosts=ffd_hosts,
+        peak_ffd_hosts=peak_hosts,
+        method=method,
+        optimal=optimal,
+        elapsed_s=time.perf_counter() - t0,
+        costs=costs,
+        notes=traces.notes,
+    )
+
+
+def _label(key: str, res: Sequence[str]) -> str:
+    r, _, what = key.partition("_")
+    return f"{res[int(r[1:])]}_{what}"
+
+
+def before_utilization(traces: TraceSet) -> npt.NDArray[np.float64]:
+    """Each server's CPU utilization of its own capacity, (servers, steps), clipped to [0, 1]."""
+    if "cpu" not in traces.demand:
+        return np.zeros((traces.n_servers, traces.n_steps))
+    cap = traces.capacity["cpu"][:, None]
+    return np.asarray(np.clip(traces.demand["cpu"] / cap, 0.0, 1.0))
+
+
+def host_utilization(
+    traces: TraceSet, kind: HostKind, assignment: npt.NDArray[np.int64], resource: str
+) -> npt.NDArray[np.float64]:
+    """(hosts, steps): each host's summed demand / its capacity for ``resource`` (zeros if absent)."""
+    m = int(assignment.max()) + 1 if (assignment >= 0).any() else 0
+    out = np.zeros((m, traces.n_steps))
+    if resource not in traces.demand or m == 0:
+        return out
+    placed = assignment >= 0
+    np.add.at(out, assignment[placed], traces.demand[resource][placed])
+    return out / kind.capacity(resource)
+
+
+def replay(
+    hosts: Sequence[Sequence[str]],
+    kind: HostKind,
+    cap: float,
+    resources: Sequence[str],
+    other: TraceSet,
+    label: str = "",
+) -> Validation:
+    """Replay a placement (server names per host) against ``other`` traces: how often and by how
+    much hosts go above the cap and above 100 %. Servers absent from ``other`` are listed and
+    count as zero demand; servers of ``other`` absent from the plan are listed and ignored."""
+    missing_r = [r for r in resources if r not in other.demand]
+    if missing_r:
+        raise PlanningError(f"the validation traces carry no {', '.join(missing_r)} data")
+    index = {n: i for i, n in enumerate(other.names)}
+    planned = {s for h in hosts for s in h}
+    missing = tuple(sorted(s for s in planned if s not in index))
+    new = tuple(sorted(n for n in other.names if n not in planned))
+    T = other.n_steps
+    util = np.zeros((len(hosts), len(resources), T))
+    for h, members in enumerate(hosts):
+        idx = [index[s] for s in members if s in index]
+        for j, r in enumerate(resources):
+            if idx:
+                util[h, j] = other.demand[r][idx].sum(axis=0) / kind.capacity(r)
+    worst = util.max(axis=1) if len(hosts) else np.zeros((0, T))  # (hosts, steps)
+    over_cap = worst > cap + 1e-9
+    over_100 = worst > 1.0 + 1e-9
+    excess = worst[over_cap] - cap
+    return Validation(
+        label=label,
+        steps=T,
+        servers_matched=len(planned) - len(missing),
+        servers_missing=missing,
+        servers_new=new,
+        host_steps=int(worst.size),
+        over_cap_host_steps=int(over_cap.sum()),
+        over_100_host_steps=int(over_100.sum()),
+        hosts_ever_over_cap=int(over_cap.any(axis=1).sum()) if len(hosts) else 0,
+        hosts_ever_over_100=int(over_100.any(axis=1).sum()) if len(hosts) else 0,
+        max_utilization=float(worst.max()) if worst.size else 0.0,
+        mean_excess_over_cap=float(excess.mean()) if excess.size else 0.0,
+        per_host_over_cap=tuple(int(x) for x in over_cap.sum(axis=1)),
+    )
+
+
+def validate_plan(plan: Plan, other: TraceSet, label: str = "") -> Plan:
+    """The plan with its out-of-sample replay against ``other`` attached."""
+    hosts = [[plan.traces.names[i] for i in h] for h in plan.hosts]
+    v = replay(hosts, plan.host_kind, plan.cap, plan.resources, other, label)
+    return replace(plan, validation=v)
