@@ -65,9 +65,9 @@ def test_full_life_cycle(corral: Corral) -> None:
     assert [s.name for s in corral.guests.snapshot_list(guest)] == ["clean"]
     console_run(corral, guest, "touch /tmp/after-snapshot && echo made-$((1+1))", "made-2")
     corral.guests.snapshot_revert(guest, "clean")
-    out = console_run(corral, guest, "test -e /tmp/after-snapshot && echo STILL-THERE || echo GONE-$((2+2))",
+    out = console_run(corral, guest, "test -e /tmp/after-snapshot && echo STILL-$((5+5)) || echo GONE-$((2+2))",
                       "GONE-4")
-    assert "STILL-THERE" not in out
+    assert "STILL-10" not in out
     with pytest.raises(Conflict, match="already has a snapshot"):
         corral.guests.snapshot_create(guest, "clean")
     corral.guests.snapshot_delete(guest, "clean")
@@ -75,9 +75,10 @@ def test_full_life_cycle(corral: Corral) -> None:
 
     # Reboot: the guest comes up a second time in the same QEMU.
     log = Path(info.console_log or "")
+    boots = log.read_bytes().count(b"CORRAL-READY")
     corral.guests.reboot(guest)
     deadline = time.monotonic() + 60
-    while log.read_bytes().count(b"CORRAL-READY") < 2:
+    while log.read_bytes().count(b"CORRAL-READY") <= boots:
         assert time.monotonic() < deadline, "guest did not come back after reboot"
         time.sleep(0.2)
 
@@ -133,8 +134,13 @@ def test_admission_guard_refuses_before_making_anything(corral: Corral, override
         corral.guests.start(second)
     assert corral.libvirt.state(second) == "shut-off"
 
-    # The CLI says it in one line and exits non-zero.
-    result = cli("start", second)
+    # The CLI, with the same limit in its config file, says it in one line and exits non-zero.
+    config = Path(os.environ["CORRAL_CONFIG"])
+    config.write_text("[capacity]\ncap = 0.2\n")
+    try:
+        result = cli("start", second)
+    finally:
+        config.unlink()
     assert result.returncode == 1
     assert "does not fit" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from corral.adapters.console import SerialConsole
 from corral.core.errors import CorralError, InvalidInput
 from corral.core.spec import GuestSpec, parse_load, spec_from_toml
 from corral.services.context import Corral, open_corral
@@ -326,7 +327,10 @@ def console(name: NameArg) -> None:
             readable, _, _ = select.select([fd], [], [], 0.05)
             if readable:
                 data = os.read(fd, 1024)
-                if not data or escape in data:
+                if not data:  # piped input ended: show what the guest answers, then leave
+                    _drain(session, quiet_s=1.5)
+                    break
+                if escape in data:
                     session.send(data.split(escape, 1)[0])
                     break
                 session.send(data)
@@ -345,6 +349,12 @@ def demo(clean: Annotated[bool, typer.Option("--clean", help="Delete the demo's 
     from corral.services.demo import run_demo
 
     run_demo(corral(), out, clean=clean)
+
+
+def _drain(session: SerialConsole, quiet_s: float) -> None:
+    """Copy console output to stdout until the guest has said nothing for `quiet_s` seconds."""
+    while (chunk := session.read(quiet_s)):
+        os.write(sys.stdout.fileno(), chunk)
 
 
 def _progress() -> Progress:

@@ -110,7 +110,9 @@ def build_domain_xml(plan: DomainPlan) -> str:
     nic = ET.SubElement(devices, "interface", type="user")
     ET.SubElement(nic, "model", type="virtio")
     serial = ET.SubElement(devices, "serial", type="pty")
-    ET.SubElement(serial, "log", file=str(plan.console_log), append="off")
+    # append: the log keeps every boot's output (virtlogd rotates it); readiness is looked for
+    # after the offset where the current boot began.
+    ET.SubElement(serial, "log", file=str(plan.console_log), append="on")
     ET.SubElement(serial, "target", port="0")
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="serial", port="0")
