@@ -32,6 +32,9 @@ CI = os.environ.get("CI", "").lower() == "true"
 READY_TIMEOUT = 30.0
 POWERDOWN_TIMEOUT = 15.0
 SAMPLE_SECONDS = 10.0
+DISK_KBPS = 256
+NET_KBPS = 64
+NET_DGRAM = 1024  # payload bytes per datagram in corral-load.c
 
 
 def _unavailable(reason: str) -> None:
@@ -120,6 +123,46 @@ def test_package_data_present() -> None:
     assert b"CORRAL-READY name=" in data["init"]
     assert b"poweroff -f" in data["power-button"]
     assert b"int main" in data["corral-load.c"]
+
+
+def test_no_kernel_package_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        ti._find_busybox()
+    except ImageBuildError:
+        _unavailable("busybox-static is not installed")
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], what: str, cwd: Path | None = None, timeout: float = 600) -> str:
+        calls.append(cmd)
+        return ""
+
+    monkeypatch.setattr(ti, "_newest_kernel_package", lambda: None)
+    monkeypatch.setattr(ti, "_run", fake_run)
+    dest = tmp_path / "images" / "tiny"
+    with pytest.raises(ImageBuildError, match=r"no linux-image-6\.1\.0-\*-amd64 package known to apt"):
+        build_tiny_image(dest, cache=tmp_path / "cache")
+    assert ["apt-get", "update"] in calls
+    assert not dest.exists()
+
+
+def test_failed_build_leaves_no_half_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        ti._find_busybox()
+    except ImageBuildError:
+        _unavailable("busybox-static is not installed")
+    # A cached, unpacked "kernel package" with a bogus kernel and no modules.
+    tree = tmp_path / "cache" / "unpacked" / "linux-image-6.1.0-99-amd64_6.1.999-1_amd64"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "boot" / "vmlinuz-6.1.0-99-amd64").write_bytes(b"not a kernel")
+    (tree / "lib" / "modules" / "6.1.0-99-amd64" / "kernel").mkdir(parents=True)
+    monkeypatch.setattr(ti, "_newest_kernel_package", lambda: None)
+    dest = tmp_path / "images" / "tiny"
+    steps: list[str] = []
+    with pytest.raises(ImageBuildError, match="kernel module virtio_pci not found"):
+        build_tiny_image(dest, lambda step, _f: steps.append(step), cache=tmp_path / "cache")
+    assert "extract vmlinux" in steps
+    assert not dest.exists()
+    assert not list((tmp_path / "images").iterdir()), "temporary build folder left behind"
 
 
 # --------------------------------------------------------------------------- image
@@ -271,6 +314,17 @@ class Guest:
         time.sleep(seconds)
         return (self.cpu_seconds() - c0) / (time.monotonic() - t0)
 
+    def disk_bytes(self) -> int:
+        """Bytes read plus written on the virtio disk, as QEMU counts them."""
+        stats = self.qmp("query-blockstats")["return"]
+        return sum(int(d["stats"]["rd_bytes"]) + int(d["stats"]["wr_bytes"]) for d in stats)
+
+    def guest_tx_bytes(self) -> int:
+        """eth0 transmit bytes, read from /proc/net/dev through the serial shell."""
+        mark = len(self.text())
+        self.type("echo TX=$(sed -n 's/^ *eth0: *//p' /proc/net/dev | awk '{print $9}')=")
+        return int(self.wait_for(r"TX=(\d+)=", 10, start=mark).group(1))
+
     def qmp(self, command: str) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(10)
@@ -333,10 +387,11 @@ def test_boot_load_console_and_powerdown(tiny_image: TinyImage, boot: Any) -> No
     assert idle.qmp("system_powerdown") == {"return": {}}
     idle.proc.wait(timeout=POWERDOWN_TIMEOUT)
 
-    loaded: Guest = boot(tiny_image.load_cmdline("busy-vm", cpu_pct=40))
+    # cpu=40 plus light disk and network load (checked against the same window).
+    loaded: Guest = boot(tiny_image.load_cmdline("busy-vm", cpu_pct=40, disk_kbps=DISK_KBPS, net_kbps=NET_KBPS))
     loaded_ready, line = _ready(loaded)
     assert line == "CORRAL-READY name=busy-vm ip=10.0.2.15"
-    loaded.wait_for(r"corral-load: cpu=40 disk=0 net=0", 5)
+    loaded.wait_for(rf"corral-load: cpu=40 disk={DISK_KBPS} net={NET_KBPS}", 5)
 
     # The serial console is a root shell: typed commands run and print.
     mark = len(loaded.text())
@@ -344,7 +399,14 @@ def test_boot_load_console_and_powerdown(tiny_image: TinyImage, boot: Any) -> No
     loaded.wait_for(r"hello-42", 10, start=mark)
 
     time.sleep(1.0)
+    disk0, tx0, t0 = loaded.disk_bytes(), loaded.guest_tx_bytes(), time.monotonic()
     loaded_cores = loaded.cpu_cores_over(SAMPLE_SECONDS)
+    disk1, tx1, t1 = loaded.disk_bytes(), loaded.guest_tx_bytes(), time.monotonic()
+    disk_rate = (disk1 - disk0) / 1024 / (t1 - t0)
+    net_rate = (tx1 - tx0) / 1024 / (t1 - t0) * NET_DGRAM / (NET_DGRAM + 42)  # minus UDP/IP/Ethernet headers
+    print(f"\ndisk: {disk_rate:.0f} KiB/s (asked {DISK_KBPS}); net: {net_rate:.0f} KiB/s (asked {NET_KBPS})")
+    assert 0.6 * DISK_KBPS < disk_rate < 1.3 * DISK_KBPS
+    assert 0.6 * NET_KBPS < net_rate < 1.3 * NET_KBPS
     print(
         f"\nready: idle {idle_ready:.1f} s, loaded {loaded_ready:.1f} s; "
         f"QEMU CPU: idle {idle_cores:.2f} cores, cpu=40 {loaded_cores:.2f} cores"
