@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -127,6 +128,7 @@ class HostKind:
 
 def host_kind_from_json(name: str, d: Mapping[str, Any], where: str = "catalog") -> HostKind:
     """Build a HostKind from a TOML/JSON table (the keys of BUILTIN_CATALOG_TOML)."""
+
     def num(key: str, default: float | None = None) -> float:
         v = d.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int | float):
@@ -138,7 +140,7 @@ def host_kind_from_json(name: str, d: Mapping[str, Any], where: str = "catalog")
     power = d.get("power_w")
     if not isinstance(power, list) or len(power) != 11 or not all(isinstance(x, int | float) for x in power):
         raise CatalogError(f"{where}: kind {name!r}: power_w must be 11 numbers (watts at 0, 10, ..., 100 %)")
-    if any(b < a for a, b in zip(power, power[1:], strict=False)) or power[0] < 0:
+    if any(b < a for a, b in itertools.pairwise(power)) or power[0] < 0:
         raise CatalogError(f"{where}: kind {name!r}: power_w must be non-negative and non-decreasing")
     return HostKind(
         name=name,

@@ -123,3 +123,38 @@ def compare_costs(
     before = side_cost(before_kind, before_util, params)
     after = side_cost(after_kind, after_util, params)
     return CostComparison(before=before, after=after, capex=after.machines * after_kind.price, params=params)
+
+
+def parse_cost_params(text: str, where: str = "costs") -> CostParams:
+    """CostParams from TOML: a ``[costs]`` table with any of CostParams' fields."""
+    import tomllib
+
+    from corral.planning.errors import CatalogError
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{where}: invalid TOML: {exc}") from None
+    table = data.get("costs", {})
+    if not isinstance(table, dict):
+        raise CatalogError(f"{where}: [costs] must be a table")
+    defaults = CostParams()
+    known = set(defaults.to_json())
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise CatalogError(
+            f"{where}: unknown cost setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    values: dict[str, Any] = {}
+    for key, v in table.items():
+        if key == "currency":
+            if not isinstance(v, str):
+                raise CatalogError(f"{where}: currency must be a string")
+            values[key] = v
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise CatalogError(f"{where}: {key} must be a non-negative number, got {v!r}")
+        values[key] = float(v)
+    if values.get("pue", 1.0) < 1.0:
+        raise CatalogError(f"{where}: pue must be >= 1")
+    return CostParams(**values)

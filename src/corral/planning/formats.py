@@ -64,7 +64,7 @@ def _num(x: float | int) -> str:
 def format_collect_row(sample: CollectSample) -> str:
     """One CSV line (with its newline). Raises ValueError on a host name with a comma or newline,
     or on a negative or non-finite number."""
-    if not sample.host or any(c in sample.host for c in ",\n\r\""):
+    if not sample.host or any(c in sample.host for c in ',\n\r"'):
         raise ValueError(f"invalid host name for the collect CSV: {sample.host!r}")
     fields: list[str] = []
     for col, value in zip(COLLECT_COLUMNS, astuple(sample), strict=True):

@@ -71,10 +71,7 @@ def assignment_to_hosts(assign: IntArray) -> list[list[int]]:
 
 def check_assignment(D: FloatArray, assign: IntArray, lim: Limits) -> bool:
     """Independent check: every placed server's host is feasible."""
-    for members in assignment_to_hosts(assign):
-        if not host_ok(D[members].sum(axis=0), lim):
-            return False
-    return True
+    return all(host_ok(D[members].sum(axis=0), lim) for members in assignment_to_hosts(assign))
 
 
 # ---------------------------------------------------------------- greedy packers
@@ -258,13 +255,13 @@ def lower_bound(D: FloatArray, lim: Limits) -> tuple[int, dict[str, int]]:
     exceeding hosts, and all of them together have at most H*k exceedances, so the smallest H with
     sum_t ceil(max(0, total_t - H) / (hard - 1)) <= H*k (and max total <= H*hard) is a bound.
     """
-    n, R, T = D.shape
+    n, R, _T = D.shape
     details: dict[str, int] = {}
     tot = D.sum(axis=0)  # (R, T)
     if lim.k == 0:
         for r in range(R):
             col = tot[r]
-            details[f"r{r}_total"] = int(math.ceil(float(col.max()) - 1e-7)) if n else 0
+            details[f"r{r}_total"] = math.ceil(float(col.max()) - 1e-7) if n else 0
             details[f"r{r}_big"] = int((D[:, r, :] > 0.5 + EPS).sum(axis=0).max()) if n else 0
             both = np.maximum(np.ceil(col - 1e-7), (D[:, r, :] > 0.5 + EPS).sum(axis=0))
             details[f"r{r}_l2"] = int(both.max()) if n else 0
@@ -272,7 +269,7 @@ def lower_bound(D: FloatArray, lim: Limits) -> tuple[int, dict[str, int]]:
         spread = max(lim.hard - 1.0, 1e-12)
         for r in range(R):
             col = tot[r]
-            H = max(1, int(math.ceil(float(col.max()) / lim.hard - 1e-7)))
+            H = max(1, math.ceil(float(col.max()) / lim.hard - 1e-7))
             while True:
                 need = np.ceil(np.maximum(0.0, col - H - 1e-7) / spread).sum()
                 if need <= H * lim.k:
@@ -319,7 +316,7 @@ def exact_cpsat(
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None, False, 0
     assign = np.array([next(b for b in range(B) if solver.value(x[i][b])) for i in range(n)], dtype=np.int64)
-    return compact(assign), status == cp_model.OPTIMAL, int(math.ceil(solver.best_objective_bound - 1e-6))
+    return compact(assign), status == cp_model.OPTIMAL, math.ceil(solver.best_objective_bound - 1e-6)
 
 
 # ---------------------------------------------------------------- fixed-m overflow repair (strict mode)

@@ -14,7 +14,7 @@ from corral.planning import packing as pk
 from corral.planning.catalog import HostKind, load_catalog
 from corral.planning.cost import CostComparison, CostParams, compare_costs
 from corral.planning.errors import InfeasibleError, PlanningError
-from corral.planning.model import RESOURCE_UNITS, TraceSet
+from corral.planning.model import TraceSet
 
 Progress = Callable[[str, float], None]  # (stage, fraction done)
 
@@ -90,7 +90,7 @@ def allowed_over_steps(percentile: float | None, steps: int) -> int:
     """Steps per resource a host may spend above the cap: floor((100 - P) % of the steps)."""
     if percentile is None:
         return 0
-    return int(math.floor((100.0 - percentile) / 100.0 * steps + 1e-9))
+    return math.floor((100.0 - percentile) / 100.0 * steps + 1e-9)
 
 
 def normalized_demand(
@@ -115,9 +115,7 @@ def _check_request(traces: TraceSet, cap: float, percentile: float | None, resou
         raise PlanningError("no resource to plan on")
     missing = [r for r in resources if r not in traces.demand]
     if missing:
-        raise PlanningError(
-            f"the traces carry no {', '.join(missing)} data (they have: {', '.join(traces.resources)})"
-        )
+        raise PlanningError(f"the traces carry no {', '.join(missing)} data (they have: {', '.join(traces.resources)})")
     if len(set(resources)) != len(resources):
         raise PlanningError("a resource is listed twice")
 
@@ -161,11 +159,13 @@ def plan_consolidation(
         worst = int(np.argmax(D[i].max(axis=1)))
         r = res[worst]
         peak = float(traces.demand[r][i].max())
+        if k:
+            peak = float(np.sort(traces.demand[r][i])[-(k + 1)])
         unplaceable.append(
             Unplaceable(
                 traces.names[i],
-                f"{r} peak {peak:.6g} {RESOURCE_UNITS[r]} exceeds {cap:.0%} of a {host_kind.name} host "
-                f"({cap * host_kind.capacity(r):.6g} {RESOURCE_UNITS[r]})",
+                f"{r} {'peak' if not k else f'{percentile}th percentile'} {human(peak, r)} exceeds "
+                f"{cap:.0%} of a {host_kind.name} host ({human(cap * host_kind.capacity(r), r)})",
             )
         )
     ok_idx = np.flatnonzero(~bad)
@@ -204,7 +204,7 @@ def plan_consolidation(
     before_kind = before_kind or load_catalog()["legacy-1u"]
     costs = compare_costs(
         before_kind,
-        before_utilization(traces),
+        before_utilization(traces)[assignment >= 0],
         host_kind,
         host_utilization(traces, host_kind, assignment, "cpu"),
         cost_params,
@@ -227,6 +227,18 @@ def plan_consolidation(
         costs=costs,
         notes=traces.notes,
     )
+
+
+def human(value: float, resource: str) -> str:
+    """A demand or capacity in readable units."""
+    if resource == "cpu":
+        return f"{value:,.0f} MHz"
+    unit = "B" if resource == "mem" else "B/s"
+    for prefix in ("", "K", "M", "G", "T"):
+        if abs(value) < 1024 or prefix == "T":
+            return f"{value:,.1f} {prefix}{unit}"
+        value /= 1024
+    return f"{value} {unit}"
 
 
 def _label(key: str, res: Sequence[str]) -> str:

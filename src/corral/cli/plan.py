@@ -1,0 +1,207 @@
+"""CLI commands of the planner: ``corral plan``, ``corral report``, ``corral host-kinds``.
+
+``register(app)`` adds them to the main Typer app. Errors: one line on stderr, exit 1; a plan
+that leaves servers unplaceable is written, reported on stderr, and exits 3.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from corral.planning.catalog import get_kind, load_catalog
+from corral.planning.cost import CostParams, parse_cost_params
+from corral.planning.errors import PlanningError
+from corral.planning.importers import FORMATS, load_traces
+from corral.planning.model import RESOURCES
+from corral.planning.planner import plan_consolidation, validate_plan
+from corral.planning.report import summary_lines, write_html_report
+from corral.planning.serialize import plan_to_json, read_plan_json, write_plan_json
+
+EXIT_UNPLACEABLE = 3
+
+
+def _fail(msg: str) -> typer.Exit:
+    print(f"corral: error: {msg}", file=sys.stderr)
+    return typer.Exit(1)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except PlanningError as exc:
+        raise _fail(str(exc).replace("\n", " ")) from None
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
+    if quiet:
+        yield lambda desc, done, total: None
+        return
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as prog:
+        tasks: dict[str, Any] = {}
+
+        def update(desc: str, done: int, total: int) -> None:
+            if desc not in tasks:
+                tasks[desc] = prog.add_task(desc, total=total)
+            prog.update(tasks[desc], completed=done, total=total)
+
+        yield update
+
+
+def _resources(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    res = [r.strip() for r in text.split(",") if r.strip()]
+    bad = [r for r in res if r not in RESOURCES]
+    if bad or not res:
+        raise PlanningError(f"--resources: unknown resource(s) {', '.join(bad) or '(none)'}; use {','.join(RESOURCES)}")
+    return res
+
+
+def _data_json(d: dict[str, Any]) -> dict[str, Any]:
+    """plan.json without the bulky chart section (for --json output)."""
+    return {k: v for k, v in d.items() if k != "chart"}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``plan``, ``report`` and ``host-kinds`` to ``app``."""
+
+    @app.command("plan")
+    def plan_cmd(
+        traces: list[Path] = typer.Argument(..., help="Trace folders, files or .tar.gz archives."),
+        host_kind: str = typer.Option("ml110-g5", "--host-kind", help="Host kind (see `corral host-kinds`)."),
+        cap: float = typer.Option(0.85, "--cap", help="Highest allowed utilization of a host, 0-1."),
+        percentile: float | None = typer.Option(
+            None, "--percentile", help="Allow the worst (100-P) %% of steps above the cap (never above 100 %%)."
+        ),
+        resources: str | None = typer.Option(None, "--resources", help="cpu,mem,disk,net (default: all in traces)."),
+        out: Path = typer.Option(Path("plan.json"), "--out", help="Where to write plan.json."),
+        fmt: str = typer.Option("auto", "--format", help=f"Trace format: {'|'.join(FORMATS)}."),
+        time_budget: float = typer.Option(5.0, "--time-budget", help="Seconds for the search."),
+        validate_on: list[Path] | None = typer.Option(
+            None, "--validate-on", help="Replay the plan on other traces of the same servers."
+        ),
+        catalog: Path | None = typer.Option(None, "--catalog", help="TOML file of extra/overriding host kinds."),
+        costs: Path | None = typer.Option(None, "--costs", help="TOML file with a [costs] table."),
+        before_kind: str = typer.Option("legacy-1u", "--before-kind", help="Kind of each server's own machine."),
+        html: Path | None = typer.Option(None, "--html", help="Also write the HTML report."),
+        as_json: bool = typer.Option(False, "--json", help="Print the plan summary as JSON on stdout."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    ) -> None:
+        """Plan the consolidation of the traced servers onto as few hosts as possible."""
+        with _errors():
+            kinds = load_catalog(catalog)
+            kind = get_kind(kinds, host_kind)
+            bkind = get_kind(kinds, before_kind)
+            params = CostParams() if costs is None else parse_cost_params(_read(costs), str(costs))
+            res = _resources(resources)
+            with _progress(quiet) as update:
+                ts = load_traces(traces, fmt, progress=lambda d, t: update("reading traces", d, t))
+                plan = plan_consolidation(
+                    ts,
+                    kind,
+                    cap,
+                    percentile,
+                    res,
+                    time_budget,
+                    before_kind=bkind,
+                    cost_params=params,
+                    progress=lambda stage, f: update(f"planning ({stage})", int(100 * f), 100),
+                )
+                if validate_on:
+                    other = load_traces(
+                        validate_on, fmt, progress=lambda d, t: update("reading validation traces", d, t)
+                    )
+                    plan = validate_plan(plan, other, ", ".join(p.name for p in validate_on))
+            data = plan_to_json(plan)
+            write_plan_json(data, out)
+            if html is not None:
+                write_html_report(data, html)
+        if as_json:
+            print(json.dumps(_data_json(data), indent=1))
+        else:
+            for line in summary_lines(data):
+                print(line)
+            print(f"plan written to {out}" + (f", report to {html}" if html else ""))
+        if data["unplaceable"]:
+            print(
+                f"corral: {len(data['unplaceable'])} server(s) unplaceable on {host_kind}: "
+                f"{data['unplaceable'][0]['reason']} (see {out})",
+                file=sys.stderr,
+            )
+            raise typer.Exit(EXIT_UNPLACEABLE)
+
+    @app.command("report")
+    def report_cmd(
+        plan_file: Path = typer.Argument(..., help="A plan.json written by `corral plan`."),
+        html: Path | None = typer.Option(None, "--html", help="Write the self-contained HTML report here."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    ) -> None:
+        """Summarize a plan in the terminal and write its HTML report."""
+        with _errors():
+            data = read_plan_json(plan_file)
+            if html is not None:
+                write_html_report(data, html)
+            lines = summary_lines(data)
+        if as_json:
+            print(json.dumps(_data_json(data), indent=1))
+        else:
+            for line in lines:
+                print(line)
+            if html is not None:
+                print(f"report written to {html}")
+
+    @app.command("host-kinds")
+    def host_kinds_cmd(
+        catalog: Path | None = typer.Option(None, "--catalog", help="TOML file of extra/overriding host kinds."),
+        as_json: bool = typer.Option(False, "--json", help="Print the catalog as JSON."),
+    ) -> None:
+        """List the host kinds the planner knows."""
+        with _errors():
+            kinds = load_catalog(catalog)
+        if as_json:
+            print(json.dumps([k.to_json() for k in kinds.values()], indent=1))
+            return
+        table = Table(title="host kinds")
+        for col in ("name", "cores", "MHz/core", "speed", "memory GB", "disk MB/s", "net MB/s", "W idle-full", "price"):
+            table.add_column(col)
+        for k in kinds.values():
+            j = k.to_json()
+            table.add_row(
+                k.name,
+                str(k.cores),
+                f"{k.core_mhz:g}",
+                f"{k.speed:g}",
+                f"{j['mem_gb']:g}",
+                f"{j['disk_mb_s']:g}",
+                f"{j['net_mb_s']:g}",
+                f"{k.power_w[0]:g}-{k.power_w[-1]:g}",
+                f"{k.price:g}",
+            )
+        Console().print(table)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanningError(f"{path}: cannot read: {exc.strerror}") from None
