@@ -117,6 +117,9 @@ def make_traceset(
     for r, a in dem.items():
         c = None if capacity is None else capacity.get(r)
         cap[r] = a.max(axis=1) if c is None else np.broadcast_to(np.asarray(c, np.float64), (len(names),)).copy()
+        if np.any(~np.isfinite(cap[r]) | (cap[r] < 0)):
+            raise PlanningError(f"{r}: capacities must be finite and non-negative")
+        cap[r] = np.where(cap[r] > 0, cap[r], 1.0)  # an idle server with no stated capacity: 0 %
     return TraceSet(
         names=tuple(names),
         start_s=float(start_s),
