@@ -108,12 +108,20 @@ def test_lower_bound_below_cpsat_optimum_below_heuristic(data: st.DataObject) ->
 
 
 def test_planner_uses_cpsat_on_small_instances_and_proves_optimum() -> None:
-    # 6 servers of 40 % that peak at different steps: 2 hosts are optimal, packing by peak needs 3
+    # a classic instance where first-fit decreasing needs 4 bins and the optimum is 3
+    sizes = [51, 51, 27, 27, 26, 26, 23, 23, 23, 23]
+    ts = make_traceset([f"s{i}" for i in range(10)], {"cpu": [[float(x)] for x in sizes]})
+    plan = plan_consolidation(ts, HOST, cap=1.0, time_budget_s=10)
+    assert plan.first_fit_hosts == 4
+    assert plan.lower_bound == 3 and plan.n_hosts == 3 and plan.optimal
+    assert plan.method.startswith("CP-SAT")
+
+
+def test_peaks_at_different_steps_share_a_host() -> None:
     demand = np.array([[40, 10, 10], [10, 40, 10], [10, 10, 40]] * 2, dtype=float)
     ts = make_traceset([f"s{i}" for i in range(6)], {"cpu": demand})
     plan = plan_consolidation(ts, HOST, cap=1.0, time_budget_s=5)
-    assert plan.lower_bound == 1  # the busiest step holds 60 % in total
-    assert plan.optimal and plan.n_hosts == 2
+    assert plan.lower_bound == 2 and plan.n_hosts == 2 and plan.optimal
     assert plan.peak_ffd_hosts == 3
 
 
