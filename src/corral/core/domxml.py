@@ -116,8 +116,11 @@ def build_domain_xml(plan: DomainPlan) -> str:
     ET.SubElement(serial, "target", port="0")
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="serial", port="0")
-    agent = ET.SubElement(devices, "channel", type="unix")
-    ET.SubElement(agent, "target", type="virtio", name="org.qemu.guest_agent.0")
+    if plan.readiness == "agent":  # the tiny image has no agent: no channel to probe at boot
+        agent = ET.SubElement(devices, "channel", type="unix")
+        ET.SubElement(agent, "target", type="virtio", name="org.qemu.guest_agent.0")
+    # No USB: nothing uses it, and its controller costs boot time under TCG.
+    ET.SubElement(devices, "controller", type="usb", model="none")
     # The graphical console listens on loopback only; the web console proxies it.
     graphics = ET.SubElement(devices, "graphics", type="vnc", port="-1", autoport="yes")
     ET.SubElement(graphics, "listen", type="address", address="127.0.0.1")
