@@ -207,3 +207,83 @@ def test_libvirt_down_is_one_clear_line() -> None:
     assert result.returncode == 1
     assert "cannot connect to libvirt" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_console_info_and_forced_shutdown(corral: Corral) -> None:
+    guest = name("cli")
+    result = cli("create", guest, "--image", "tiny", "--memory", "128", "--load", "cpu=5", "--start", "--wait")
+    assert result.returncode == 0, result.stderr
+    # Piped input: the console sends it, prints what the guest answers, and leaves.
+    console = subprocess.run([CORRAL_BIN, "console", guest], input="\necho cli-$((2*21))\n",
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert console.returncode == 0 and "cli-42" in console.stdout, console.stdout + console.stderr
+    details = json.loads(cli("info", guest, "--json").stdout)
+    assert details["state"] == "running" and details["load"] == "cpu=5,disk=0,net=0"
+    assert details["vnc"].startswith("127.0.0.1:")
+    # A paused guest cannot see the power button.
+    corral.guests.pause(guest)
+    with pytest.raises(Conflict, match="resume it first, or use --force"):
+        corral.guests.shutdown(guest)
+    corral.guests.resume(guest)
+    # A guest that ignores the power button: --force powers it off after the timeout.
+    console_run(corral, guest, "killall acpid; echo killed-$((3+4))", "killed-7")
+    with pytest.raises(GuestTimeout, match="use --force"):
+        corral.guests.shutdown(guest, timeout_s=2)
+    assert corral.libvirt.state(guest) == "running"
+    result = cli("shutdown", guest, "--timeout", "1", "--force")
+    assert result.returncode == 0 and "shut-off" in result.stdout
+    result = cli("delete", guest)
+    assert result.returncode == 0 and not corral.libvirt.exists(guest)
+
+
+def test_imported_images_are_never_written(corral: Corral, tmp_path: Path) -> None:
+    import hashlib
+
+    base = tmp_path / "base.raw"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(base), "64M"], check=True)
+    digest = hashlib.sha256(base.read_bytes()).hexdigest()
+    image = f"ct-img-{uuid.uuid4().hex[:6]}"
+    iso_name = f"ct-iso-{uuid.uuid4().hex[:6]}"
+    iso = tmp_path / "install.iso"
+    iso.write_bytes(b"\0" * 0x8001 + b"CD001" + b"\0" * 4090)  # an ISO 9660 volume descriptor
+    try:
+        assert corral.images.import_image(image, base).kind == "disk"
+        assert corral.images.import_image(iso_name, iso).kind == "iso"
+        with pytest.raises(Conflict):
+            corral.images.import_image(image, base)
+        with pytest.raises(InvalidInput, match="does not exist"):
+            corral.images.import_image("ct-missing", tmp_path / "missing.qcow2")
+        guest = name("disk")
+        info = corral.guests.create(GuestSpec(guest, image, memory_mib=128, disk_gib=1, iso=iso), start=True)
+        overlay = Path(info.disks[0]["path"])
+        backing = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(overlay)],
+                                            capture_output=True, text=True, check=True).stdout)
+        assert backing["backing-filename"] == str(base) and backing["virtual-size"] == 1024**3
+        assert [d["device"] for d in info.disks] == ["disk", "cdrom"]
+        with pytest.raises(InvalidInput, match="--load needs the built-in image"):
+            corral.guests.create(GuestSpec(name("x"), image, load=LoadSpec(cpu_pct=10)))
+        time.sleep(1)
+        corral.guests.delete(guest)
+        assert not overlay.exists()
+        assert hashlib.sha256(base.read_bytes()).hexdigest() == digest
+        assert iso.exists() and base.exists()
+        listed = json.loads(cli("image", "list", "--json").stdout)
+        assert {image, iso_name} <= {r["name"] for r in listed}
+    finally:
+        for record in (image, iso_name):
+            if corral.images.exists(record):
+                corral.images.remove(record, [])
+    assert base.exists()  # removing the record never removes the user's file
+
+
+def test_host_reports_engine_and_capacity(corral: Corral) -> None:
+    from corral.adapters.accel import probe_kvm
+
+    works, why = probe_kvm()
+    report = json.loads(cli("host", "--json").stdout)
+    assert report["engine"] == ("kvm" if works else "tcg")
+    assert report["engine_reason"]
+    if Path("/sys/module/kvm_pvm").exists():  # this project's build machines: PVM, so TCG
+        assert not works and "kvm_pvm" in why
+    assert report["capacity"]["vcpus"]["limit"] == report["cores"] * report["limits"]["vcpu_overcommit"]
+    assert report["limits"]["cap"] == 0.85

@@ -255,6 +255,11 @@ class GuestService:
     def shutdown(self, name: str, *, timeout_s: float = 60, force: bool = False) -> GuestInfo:
         """ACPI power button, then wait; with force, power off whatever is still running."""
         self._require_active(name, "shut down")
+        if self.libvirt.state(name) == "paused":  # a paused guest cannot see the power button
+            if not force:
+                raise Conflict(f"cannot shut down {name} while it is paused: resume it first, or use --force")
+            self.libvirt.act(name, "power off", lambda d: d.destroy())
+            return self.info(name)
         self.libvirt.act(name, "shut down", lambda d: d.shutdown())
         if not self.libvirt.wait_state(name, {"shut-off", "crashed"}, timeout_s):
             if not force:
