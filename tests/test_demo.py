@@ -1,0 +1,42 @@
+"""`corral demo` end to end: five loaded guests up on this host, then cleaned away."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from corral.services.context import Corral
+from corral.services.demo import DEMO_SERVERS
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.guest]
+CORRAL_BIN = str(Path(sys.executable).with_name("corral"))
+
+
+def test_demo_runs_five_servers_on_one_host_and_cleans_up(corral: Corral) -> None:
+    names = [s.name for s in DEMO_SERVERS]
+    taken = [n for n in names if corral.libvirt.exists(n)]
+    if taken:
+        pytest.fail(f"domains {taken} exist outside the test; the demo test needs their names")
+    try:
+        result = subprocess.run([CORRAL_BIN, "demo"], capture_output=True, text=True, timeout=600,
+                                env=os.environ.copy(), check=False)
+        assert result.returncode == 0, result.stderr
+        assert "Domain-0" in result.stdout
+        listed = {row["name"]: row for row in json.loads(subprocess.run(
+            [CORRAL_BIN, "list", "--json"], capture_output=True, text=True, check=True).stdout)}
+        for server in DEMO_SERVERS:
+            assert listed[server.name]["state"] == "running"
+            assert corral.guests.info(server.name).load == server.load.as_text()
+        # Running it again is harmless: the guests are already up.
+        again = subprocess.run([CORRAL_BIN, "demo"], capture_output=True, text=True, timeout=600, check=False)
+        assert again.returncode == 0, again.stderr
+    finally:
+        clean = subprocess.run([CORRAL_BIN, "demo", "--clean"], capture_output=True, text=True, check=False)
+    assert clean.returncode == 0, clean.stderr
+    assert not any(corral.libvirt.exists(n) for n in names)
+    assert not any((corral.settings.guests_dir / n).exists() for n in names)
