@@ -45,7 +45,9 @@ def test_planetlab_real_day(planetlab_day: Path) -> None:
 
 
 def test_planetlab_archive_and_custom_sizes() -> None:
-    ts = load_traces([PLANETLAB / "20110325.tar.gz"], "planetlab", planetlab_sizes=PlanetLabSizes(mips=(1000.0,), ram_mb=(512.0,)))
+    ts = load_traces(
+        [PLANETLAB / "20110325.tar.gz"], "planetlab", planetlab_sizes=PlanetLabSizes(mips=(1000.0,), ram_mb=(512.0,))
+    )
     assert ts.n_servers == 1078
     assert np.all(ts.capacity["cpu"] == 1000)
 

@@ -149,14 +149,19 @@ def test_percentile_mode_checks_the_host_aggregate() -> None:
 
 
 def test_unplaceable_server_is_reported_not_dropped() -> None:
-    demand = {"cpu": np.array([[10.0, 20.0], [95.0, 10.0], [5.0, 5.0]]), "mem": np.array([[1.0] * 2, [1.0] * 2, [99.0] * 2])}
+    demand = {
+        "cpu": np.array([[10.0, 20.0], [95.0, 10.0], [5.0, 5.0]]),
+        "mem": np.array([[1.0] * 2, [1.0] * 2, [99.0] * 2]),
+    }
     ts = make_traceset(["ok", "cpu-hog", "mem-hog"], demand)
     plan = plan_consolidation(ts, HOST, cap=0.85)
     assert [u.server for u in plan.unplaceable] == ["cpu-hog", "mem-hog"]
     assert "cpu peak 95 MHz exceeds 85% of a test host" in plan.unplaceable[0].reason
     assert "mem" in plan.unplaceable[1].reason
     data = plan_to_json(plan)
-    assert data["hosts"] == [{"kind": "test", "servers": ["ok"], "peak": {"cpu": 0.2, "mem": 0.01}, "mean": {"cpu": 0.15, "mem": 0.01}}]
+    assert data["hosts"] == [
+        {"kind": "test", "servers": ["ok"], "peak": {"cpu": 0.2, "mem": 0.01}, "mean": {"cpu": 0.15, "mem": 0.01}}
+    ]
     assert len(data["unplaceable"]) == 2
 
 

@@ -23,7 +23,7 @@ from corral.planning.cost import CostParams, parse_cost_params
 from corral.planning.errors import PlanningError
 from corral.planning.importers import FORMATS, load_traces
 from corral.planning.model import RESOURCES
-from corral.planning.planner import plan_consolidation, validate_plan
+from corral.planning.planner import check_cap, plan_consolidation, validate_plan
 from corral.planning.report import summary_lines, write_html_report
 from corral.planning.serialize import plan_to_json, read_plan_json, write_plan_json
 
@@ -114,6 +114,7 @@ def register(app: typer.Typer) -> None:
             bkind = get_kind(kinds, before_kind)
             params = CostParams() if costs is None else parse_cost_params(_read(costs), str(costs))
             res = _resources(resources)
+            check_cap(cap, percentile)
             with _progress(quiet) as update:
                 ts = load_traces(traces, fmt, progress=lambda d, t: update("reading traces", d, t))
                 plan = plan_consolidation(
@@ -182,7 +183,8 @@ def register(app: typer.Typer) -> None:
             print(json.dumps([k.to_json() for k in kinds.values()], indent=1))
             return
         table = Table(title="host kinds")
-        for col in ("name", "cores", "MHz/core", "speed", "memory GB", "disk MB/s", "net MB/s", "W idle-full", "price"):
+        table.add_column("name", no_wrap=True)
+        for col in ("cores", "MHz/core", "speed", "mem GB", "disk MB/s", "net MB/s", "W idle-full", "price"):
             table.add_column(col)
         for k in kinds.values():
             j = k.to_json()

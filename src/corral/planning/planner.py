@@ -106,11 +106,16 @@ def normalized_demand(
     return out
 
 
-def _check_request(traces: TraceSet, cap: float, percentile: float | None, resources: Sequence[str]) -> None:
+def check_cap(cap: float, percentile: float | None) -> None:
+    """Raise on a cap outside (0, 1] or a percentile outside (0, 100]."""
     if not (isinstance(cap, float | int)) or not math.isfinite(cap) or not 0.0 < cap <= 1.0:
         raise InfeasibleError(f"impossible cap {cap}: it must be in (0, 1], e.g. 0.85")
     if percentile is not None and not (math.isfinite(percentile) and 0.0 < percentile <= 100.0):
         raise PlanningError(f"percentile {percentile} must be in (0, 100]")
+
+
+def _check_request(traces: TraceSet, cap: float, percentile: float | None, resources: Sequence[str]) -> None:
+    check_cap(cap, percentile)
     if not resources:
         raise PlanningError("no resource to plan on")
     missing = [r for r in resources if r not in traces.demand]

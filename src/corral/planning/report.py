@@ -118,7 +118,7 @@ def _host_chart(ch: Mapping[str, Any], cap: float, kind: str, w: int = 390, h: i
             f"{X(i):.1f},{Y(cum[i]):.1f}" for i in range(n - 1, -1, -1)
         ]
         parts.append(
-            f'<polygon points="{" ".join(pts)}" fill="{PALETTE[k % len(PALETTE)]}" fill-opacity="0.85">'
+            f'<polygon points="{" ".join(pts)}" fill="{PALETTE[k % len(PALETTE)]}">'
             f"<title>{escape(layer['name'])}</title></polygon>"
         )
         cum = upper
