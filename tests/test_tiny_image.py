@@ -175,7 +175,7 @@ def _require_tools() -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_image(tmp_path_factory: pytest.TempPathFactory) -> TinyImage:
+def tiny_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyImage]:
     _require_tools()
     cache_root = os.environ.get("CORRAL_TEST_CACHE")
     if cache_root:
@@ -192,7 +192,9 @@ def tiny_image(tmp_path_factory: pytest.TempPathFactory) -> TinyImage:
         raise
     assert steps and steps[-1] == ("done", 1.0)
     assert all(0.0 <= f <= 1.0 for _, f in steps)
-    return image
+    yield image
+    if not cache_root:  # ~0.5 GB of downloaded and unpacked kernel package
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.mark.guest
@@ -225,7 +227,7 @@ def test_image_files_and_cache_reuse(tiny_image: TinyImage) -> None:
 class Guest:
     """Plain QEMU (TCG, machine pc) running the tiny image; console on stdio."""
 
-    def __init__(self, image: TinyImage, cmdline: str, workdir: Path) -> None:
+    def __init__(self, image: TinyImage, cmdline: str, workdir: Path, smp: int = 1) -> None:
         disk = workdir / "disk.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True, timeout=30)
         self.qmp_path = workdir / "qmp.sock"
@@ -242,7 +244,7 @@ class Guest:
                 "-m",
                 "192",
                 "-smp",
-                "1",
+                str(smp),
                 "-nographic",
                 "-no-reboot",
                 "-kernel",
@@ -411,6 +413,13 @@ def test_boot_load_console_and_powerdown(tiny_image: TinyImage, boot: Any) -> No
         f"\nready: idle {idle_ready:.1f} s, loaded {loaded_ready:.1f} s; "
         f"QEMU CPU: idle {idle_cores:.2f} cores, cpu=40 {loaded_cores:.2f} cores"
     )
+    if loaded_cores <= idle_cores + 0.2:
+        # Other work on this 2-core host can starve the vCPU thread (the guest
+        # paces itself by wall-clock time): sample once more before failing.
+        psutil.cpu_percent(interval=None)
+        loaded_cores = max(loaded_cores, loaded.cpu_cores_over(SAMPLE_SECONDS))
+        host_busy = psutil.cpu_percent(interval=None)
+        print(f"resampled: cpu=40 {loaded_cores:.2f} cores (host {host_busy:.0f} % busy)")
     assert loaded_cores > idle_cores + 0.2, (idle_cores, loaded_cores)
     assert loaded_cores < idle_cores + 0.75, (idle_cores, loaded_cores)
 

@@ -15,6 +15,14 @@ When the guest is up it prints one line on the serial console (ttyS0)::
 
 An ACPI power-button press (libvirt ``shutdown()``, QMP ``system_powerdown``)
 makes the guest sync and power off at once.
+
+What the guest expects from the virtual machine (machine ``pc``, TCG or KVM):
+direct kernel boot (``-kernel``/``<kernel>``, ``-initrd``, ``-append``), ACPI
+on (libvirt ``<features><acpi/></features>``), a 16550 serial port as ttyS0
+(the console and a login-free root shell), optionally a virtio disk
+(/dev/vda, used only by the disk load), a virtio NIC (eth0, DHCP), a virtio
+balloon and virtio-serial.  ``corral.disk`` reads and writes back the same
+blocks in the first 32 MiB of /dev/vda, so the disk content is unchanged.
 """
 
 from __future__ import annotations
