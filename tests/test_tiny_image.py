@@ -157,12 +157,27 @@ def test_failed_build_leaves_no_half_image(tmp_path: Path, monkeypatch: pytest.M
     (tree / "lib" / "modules" / "6.1.0-99-amd64" / "kernel").mkdir(parents=True)
     monkeypatch.setattr(ti, "_newest_kernel_package", lambda: None)
     dest = tmp_path / "images" / "tiny"
+    (tmp_path / "images" / ".tiny.tmp-interrupted").mkdir(parents=True)  # an earlier, killed build
     steps: list[str] = []
     with pytest.raises(ImageBuildError, match="kernel module virtio_pci not found"):
         build_tiny_image(dest, lambda step, _f: steps.append(step), cache=tmp_path / "cache")
     assert "extract vmlinux" in steps
     assert not dest.exists()
-    assert not list((tmp_path / "images").iterdir()), "temporary build folder left behind"
+    left = [p.name for p in (tmp_path / "images").iterdir()]
+    assert left == [".tiny.lock"], f"temporary build folder left behind: {left}"
+
+
+def test_refuses_to_replace_a_foreign_folder(tmp_path: Path) -> None:
+    try:
+        ti._find_busybox()
+    except ImageBuildError:
+        _unavailable("busybox-static is not installed")
+    dest = tmp_path / "important"
+    dest.mkdir()
+    (dest / "data.txt").write_text("keep me")
+    with pytest.raises(ImageBuildError, match="not a tiny image"):
+        build_tiny_image(dest, cache=tmp_path / "cache")
+    assert (dest / "data.txt").read_text() == "keep me"
 
 
 # --------------------------------------------------------------------------- image

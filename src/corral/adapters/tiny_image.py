@@ -646,18 +646,32 @@ def build_tiny_image(
     except OSError as exc:
         raise ImageBuildError(f"cannot create {cache} or {dest.parent}: {exc.strerror}") from exc
 
-    with _locked(cache / "tiny-image.lock"):
+    if dest.is_symlink() or (dest.exists() and not _replaceable(dest)):
+        raise ImageBuildError(f"{dest} exists and is not a tiny image; refusing to replace it")
+
+    with _locked(dest.parent / f".{dest.name}.lock"):
         # Another process may have built it while we waited for the lock.
         if not force and (image := _load_existing(dest, fingerprint)) is not None:
             report("done", 1.0)
             return image
+        # Leftovers of an interrupted build (we hold the lock: nobody else's).
+        for stale in [*dest.parent.glob(f".{dest.name}.tmp-*"), *dest.parent.glob(f".{dest.name}.old-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
         return _build(dest, cache, data, busybox, fingerprint, report)
+
+
+def _replaceable(dest: Path) -> bool:
+    """An existing *dest* may be replaced only if it is empty or a tiny image."""
+    return dest.is_dir() and (not any(dest.iterdir()) or (dest / MANIFEST).is_file())
 
 
 def _build(
     dest: Path, cache: Path, data: dict[str, bytes], busybox: Path, fingerprint: str, report: Progress
 ) -> TinyImage:
-    tree = _fetch_kernel_tree(cache, report)
+    with _locked(cache / "tiny-image.lock"):
+        for stale in [*cache.glob("debs/.dl-*"), *cache.glob("unpacked/.unpack-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        tree = _fetch_kernel_tree(cache, report)
     kver = _kernel_version(tree)
     deb_name = tree.name
     bzimage_path = tree / "boot" / f"vmlinuz-{kver}"
