@@ -48,7 +48,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 # meta keys: "rolled_until" -- every bucket starting before it is rolled up (bucket-aligned);
 #            "raw_kept_from" -- raw rows before it have been pruned (bucket-aligned).
 
-_VACUUM_MIN_FREE_PAGES = 256
+_VACUUM_MIN_FREE_PAGES = 128
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024
 
 
@@ -109,6 +109,8 @@ class MetricStore:
             if version != SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema version {version}, expected {SCHEMA_VERSION}")
             return
+        if version == 0:  # must precede the first page write (journal_mode=WAL writes the header)
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: consistent after any crash
         db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
@@ -119,7 +121,6 @@ class MetricStore:
                     has_tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
                     if has_tables:
                         raise sqlite3.DatabaseError("the file holds other tables")
-                    db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # effective: no table exists yet
                     for stmt in _SCHEMA.split(";"):
                         if stmt.strip():
                             db.execute(stmt)
@@ -235,7 +236,7 @@ class MetricStore:
             free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
             pages = int(db.execute("PRAGMA page_count").fetchone()[0])
             if free >= _VACUUM_MIN_FREE_PAGES and free * 4 >= pages:
-                db.execute("PRAGMA incremental_vacuum").fetchall()
+                db.executescript("PRAGMA incremental_vacuum;")  # executescript steps it to the end
 
     def _aggregate_sql(self, where: str) -> str:
         b = repr(self.bucket_s)
