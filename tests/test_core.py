@@ -192,3 +192,24 @@ def test_clone_xml_moves_owned_files_and_renames(tmp_path: Path) -> None:
     assert "corral.name=web2" in cloned and "corral.name=web " not in cloned
     assert tmp_path / "install.iso" in [d.path for d in facts.disks]  # shared, not copied
     _validate(cloned, "domain", tmp_path)
+
+
+def test_network_xml(tmp_path: Path) -> None:
+    from corral.core.domxml import build_network_xml
+
+    xml = build_network_xml("corral", "corralbr0", "192.168.123.0/24", "nat")
+    assert "192.168.123.1" in xml and "<forward mode=\"nat\"" in xml
+    _validate(xml, "network", tmp_path)
+    isolated = build_network_xml("lab", "labbr0", "10.99.0.0/28", "isolated")
+    assert "forward" not in isolated
+    _validate(isolated, "network", tmp_path)
+    for cidr, mode in [("192.168.123.0/30", "nat"), ("192.168.123.1/24", "nat"), ("10.0.0.0/24", "bridge")]:
+        with pytest.raises(ValueError):
+            build_network_xml("x", "xbr0", cidr, mode)
+
+
+def test_domain_on_a_network_gets_a_tap(tmp_path: Path) -> None:
+    plan = DomainPlan(**{**_plan(tmp_path).__dict__, "network": "corral"})
+    xml = build_domain_xml(plan)
+    assert '<interface type="network">' in xml and '<source network="corral"' in xml
+    _validate(xml, "domain", tmp_path)

@@ -8,6 +8,9 @@ Read from a TOML file (`$CORRAL_CONFIG`, else /etc/corral/config.toml for root,
     libvirt_uri = "qemu:///system"
     accelerator = "auto"          # auto | kvm | tcg
     boot_timeout_s = 60
+    network = "corral"            # libvirt network for guests' NICs ("" : QEMU user-mode NICs)
+    network_cidr = "192.168.123.0/24"
+    network_mode = "nat"          # nat | isolated
 
     [capacity]
     cap = 0.85                    # utilization cap for the expected CPU demand of running guests
@@ -27,6 +30,7 @@ from typing import Any
 
 from corral.core.capacity import CapacityLimits
 from corral.core.errors import InvalidInput
+from corral.core.validate import check_name
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class Settings:
     accelerator: str
     boot_timeout_s: float
     limits: CapacityLimits
+    network: str
+    network_cidr: str
+    network_mode: str
     config_path: Path | None
 
     @property
@@ -67,7 +74,8 @@ def load_settings(path: Path | None = None) -> Settings:
             data = tomllib.loads(config_path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(f"config file {config_path} is not valid TOML: {exc}") from None
-    known = {"data_dir", "libvirt_uri", "accelerator", "boot_timeout_s", "capacity"}
+    known = {"data_dir", "libvirt_uri", "accelerator", "boot_timeout_s", "capacity", "network", "network_cidr",
+             "network_mode"}
     if unknown := set(data) - known:
         raise InvalidInput(f"config file {config_path}: unknown key(s) {', '.join(sorted(unknown))}")
     default_data = Path("/var/lib/corral") if os.geteuid() == 0 else Path.home() / ".local/share/corral"
@@ -83,11 +91,17 @@ def load_settings(path: Path | None = None) -> Settings:
         limits = CapacityLimits(**capacity)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"config file {config_path}: [capacity] {exc}") from None
+    network = str(os.environ.get("CORRAL_NETWORK", data.get("network", "corral")))
+    if network:
+        check_name(network, "network name")
     return Settings(
         data_dir=data_dir.absolute(),
         libvirt_uri=os.environ.get("CORRAL_LIBVIRT_URI") or str(data.get("libvirt_uri", "qemu:///system")),
         accelerator=os.environ.get("CORRAL_ACCELERATOR") or accelerator,
         boot_timeout_s=float(data.get("boot_timeout_s", 60)),
         limits=limits,
+        network=network,
+        network_cidr=str(data.get("network_cidr", "192.168.123.0/24")),
+        network_mode=str(data.get("network_mode", "nat")),
         config_path=config_path if config_path.is_file() else None,
     )

@@ -171,6 +171,19 @@ class LibvirtHost:
         with translated("undefine", name):
             self.domain(name).undefineFlags(flags)
 
+    def ensure_network(self, name: str, xml: str) -> None:
+        """Define the network from `xml` when it does not exist, and start it when it is down."""
+        with translated("set up network", name):
+            try:
+                network = self.conn.networkLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                    raise
+                network = self.conn.networkDefineXML(xml)
+                network.setAutostart(True)
+            if not network.isActive():
+                network.create()
+
     def wait_state(self, name: str, states: set[str], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

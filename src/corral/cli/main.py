@@ -71,6 +71,7 @@ def host(as_json: JsonOpt = False) -> None:
             "engine": report.accelerator.engine, "engine_reason": report.accelerator.reason,
             "libvirt_uri": report.libvirt_uri, "guests_running": report.running_guests,
             "guests_defined": report.defined_guests,
+            "network": report.network, "network_reason": report.network_reason,
             "limits": cap.limits.__dict__,
             "capacity": {b.resource: {"unit": b.unit, "limit": b.limit, "used": b.used, "free": b.free}
                          for b in cap.budgets},
@@ -83,6 +84,7 @@ def host(as_json: JsonOpt = False) -> None:
     table.add_row("engine", f"[bold]{report.accelerator.engine.upper()}[/bold] — {report.accelerator.reason}")
     table.add_row("libvirt", f"{report.libvirt_uri}: {report.running_guests} running of "
                              f"{report.defined_guests} defined")
+    table.add_row("network", report.network_reason)
     limits = cap.limits
     table.add_row("limits", f"cap {limits.cap:.0%} of CPU, {limits.vcpu_overcommit:g} vCPUs per core, "
                             f"{limits.memory_reserve_mib} MiB reserved, memory overcommit "

@@ -6,6 +6,8 @@ and paths can never break out of their element.
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,7 @@ class DomainPlan:
     initrd: Path | None = None
     cmdline: str | None = None
     machine: str = "pc"
+    network: str | None = None  # a libvirt network (a tap on its bridge); None: QEMU user-mode NIC
     readiness: str = "agent"  # "serial": the tiny image's readiness line; "agent": qemu-guest-agent
     extra_owned_files: tuple[Path, ...] = field(default_factory=tuple)
 
@@ -107,7 +110,11 @@ def build_domain_xml(plan: DomainPlan) -> str:
         else:
             ET.SubElement(el, "target", dev=f"vd{chr(ord('a') + virtio_index)}", bus="virtio")
             virtio_index += 1
-    nic = ET.SubElement(devices, "interface", type="user")
+    if plan.network:  # a tap on the network's bridge: the host can count its traffic
+        nic = ET.SubElement(devices, "interface", type="network")
+        ET.SubElement(nic, "source", network=plan.network)
+    else:  # user-mode: works anywhere, but has no host-side device and so no counters
+        nic = ET.SubElement(devices, "interface", type="user")
     ET.SubElement(nic, "model", type="virtio")
     serial = ET.SubElement(devices, "serial", type="pty")
     # append: the log keeps every boot's output (virtlogd rotates it); readiness is looked for
@@ -263,3 +270,24 @@ def tiny_cmdline(base: str, name: str, load: LoadSpec) -> str:
     if load.net_kbps:
         words.append(f"corral.net={load.net_kbps}")
     return " ".join(words)
+
+
+def build_network_xml(name: str, bridge: str, cidr: str, mode: str) -> str:
+    """A libvirt network: a bridge with DHCP, NAT to the outside (mode "nat") or none ("isolated")."""
+    network = ipaddress.ip_network(cidr, strict=True)
+    if network.version != 4 or network.prefixlen > 28:
+        raise ValueError(f"network {cidr} must be an IPv4 subnet of at least 16 addresses")
+    hosts = list(itertools.islice(network.hosts(), 2))
+    gateway, first = hosts[0], hosts[1]
+    last = network.broadcast_address - 1
+    root = ET.Element("network")
+    ET.SubElement(root, "name").text = name
+    if mode == "nat":
+        ET.SubElement(root, "forward", mode="nat")
+    elif mode != "isolated":
+        raise ValueError(f"network mode {mode!r} must be nat or isolated")
+    ET.SubElement(root, "bridge", name=bridge, stp="off", delay="0")
+    ip = ET.SubElement(root, "ip", address=str(gateway), netmask=str(network.netmask))
+    dhcp = ET.SubElement(ip, "dhcp")
+    ET.SubElement(dhcp, "range", start=str(first + 8 if network.num_addresses > 32 else first), end=str(last))
+    return ET.tostring(root, encoding="unicode")

@@ -158,6 +158,7 @@ class GuestService:
                 initrd=Path(image.initrd) if image.initrd else None,
                 cmdline=tiny_cmdline(image.cmdline or "", spec.name, spec.load) if image.kind == "kernel" else None,
                 readiness="serial" if image.kind == "kernel" else "agent",
+                network=self.host.network()[0],
             )
             say("defining the domain")
             self.libvirt.define(build_domain_xml(plan))

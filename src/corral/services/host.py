@@ -9,7 +9,8 @@ from corral.adapters.hostinfo import HostSnapshot, host_snapshot
 from corral.adapters.libvirt_host import ACTIVE_STATES, LibvirtHost
 from corral.config import Settings
 from corral.core.capacity import CapacityReport, Footprint, capacity_report, footprint
-from corral.core.domxml import parse_domain_xml
+from corral.core.domxml import build_network_xml, parse_domain_xml
+from corral.core.errors import CorralError
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class HostReport:
     libvirt_uri: str
     running_guests: int
     defined_guests: int
+    network: str | None
+    network_reason: str
 
 
 class HostService:
@@ -27,11 +30,30 @@ class HostService:
         self.settings = settings
         self.libvirt = libvirt_host
         self._accel: Accelerator | None = None
+        self._network: tuple[str | None, str] | None = None
 
     def accelerator(self) -> Accelerator:
         if self._accel is None:
             self._accel = choose_accelerator(self.settings.accelerator, self.settings.cache_dir)
         return self._accel
+
+    def network(self) -> tuple[str | None, str]:
+        """(libvirt network for guests' NICs or None for user-mode NICs, why)."""
+        if self._network is None:
+            name = self.settings.network
+            if not name:
+                self._network = (None, "user-mode NICs (network = \"\" in the config): no host-side counters")
+            else:
+                bridge = f"{name[:10]}br0"
+                try:
+                    self.libvirt.ensure_network(name, build_network_xml(
+                        name, bridge, self.settings.network_cidr, self.settings.network_mode))
+                    self._network = (name, f"libvirt network {name} ({self.settings.network_mode}, "
+                                           f"{self.settings.network_cidr}): taps with host-side counters")
+                except (CorralError, ValueError) as exc:
+                    why = exc.message if isinstance(exc, CorralError) else str(exc)
+                    self._network = (None, f"user-mode NICs because network {name} is unavailable: {why}")
+        return self._network
 
     def running_footprints(self) -> list[Footprint]:
         """What the running guests take from the host, each by its declared load if it has one."""
@@ -55,4 +77,6 @@ class HostService:
             libvirt_uri=self.libvirt.uri,
             running_guests=sum(1 for r in rows if r.state in ACTIVE_STATES),
             defined_guests=len(rows),
+            network=self.network()[0],
+            network_reason=self.network()[1],
         )

@@ -1,7 +1,7 @@
 /*
  * corral-load: a steady, bounded synthetic workload for Corral's tiny guest.
  *
- * Usage: corral-load CPU_PCT DISK_KBPS NET_KBPS
+ * Usage: corral-load CPU_PCT DISK_KBPS NET_KBPS [NET_TARGET]
  *
  *   CPU_PCT    0..100: each online vCPU is busy CPU_PCT % of every 100 ms
  *              period (one thread per online CPU, pinned to it).
@@ -9,8 +9,11 @@
  *              each), O_DIRECT, confined to the first 32 MiB of the device.
  *              Every write puts back the block that was just read, so the
  *              disk content does not change.  Never touches another device.
- *   NET_KBPS   KiB/s of UDP payload sent to 10.0.2.2 port 9 (discard) --
- *              the host side of QEMU's user-mode network.  Only that address.
+ *   NET_KBPS   KiB/s of UDP payload sent to NET_TARGET port 9 (discard).
+ *   NET_TARGET the guest's gateway, which is always the host itself: the
+ *              host side of QEMU's user-mode network (10.0.2.2, the default)
+ *              or the host's address on Corral's libvirt bridge.  /init
+ *              passes it; traffic never goes anywhere else.
  *
  * 0 turns a load off.  Rates use a token bucket refilled every 100 ms.
  * The parent prints one status line, forks the worker and exits 0, so that
@@ -40,6 +43,7 @@
 #define DISK_DEVICE "/dev/vda"
 #define DISK_REGION (32LL * 1024 * 1024)
 #define NET_ADDR "10.0.2.2"
+static const char *net_target = NET_ADDR;
 #define NET_PORT 9
 #define NET_DGRAM 1024
 
@@ -217,7 +221,10 @@ static void *net_worker(void *p) {
     memset(&to, 0, sizeof(to));
     to.sin_family = AF_INET;
     to.sin_port = htons(NET_PORT);
-    inet_pton(AF_INET, NET_ADDR, &to.sin_addr);
+    if (inet_pton(AF_INET, net_target, &to.sin_addr) != 1) {
+        fprintf(stderr, "corral-load: bad net target '%s'; net load off\n", net_target);
+        return NULL;
+    }
     char buf[NET_DGRAM];
     memset(buf, 'c', sizeof(buf));
     struct bucket b;
@@ -238,10 +245,12 @@ static void *net_worker(void *p) {
 /* ---- main --------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: corral-load CPU_PCT DISK_KBPS NET_KBPS\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: corral-load CPU_PCT DISK_KBPS NET_KBPS [NET_TARGET]\n");
         return 2;
     }
+    if (argc == 5)
+        net_target = argv[4];
     static long cpu, disk, net;
     cpu = parse_arg(argv[1], 100, "cpu");
     disk = parse_arg(argv[2], 10L * 1024 * 1024, "disk");
@@ -249,7 +258,7 @@ int main(int argc, char **argv) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (ncpu < 1)
         ncpu = 1;
-    printf("corral-load: cpu=%ld disk=%ld net=%ld vcpus=%ld\n", cpu, disk, net, ncpu);
+    printf("corral-load: cpu=%ld disk=%ld net=%ld vcpus=%ld target=%s\n", cpu, disk, net, ncpu, net_target);
     fflush(stdout);
     if (cpu == 0 && disk == 0 && net == 0)
         return 0;
