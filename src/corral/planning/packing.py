@@ -332,6 +332,7 @@ def repair_to_m(
     deadline: float,
     rng: np.random.Generator,
     tenure: int = 7,
+    max_targets: int = 64,
 ) -> IntArray | None:
     """Strict mode. Starting from ``assign`` (hosts 0..m-1, possibly overloaded), move servers
     between hosts to drive the total overflow (sum over hosts and steps of load above 1) to zero:
@@ -356,15 +357,23 @@ def repair_to_m(
         members = np.flatnonzero(assign == b)
         dm = flat[members]  # (k, C)
         out_gain = _overflow(loads[b][None, :] - dm) - over[b]  # (k,) <= 0
-        new = loads[None, :, :] + dm[:, None, :]  # (k, m, C)
-        in_cost = _overflow(new) - over[None, :]  # (k, m)
+        if m > max_targets:
+            # only the hosts with the most room where host b overflows are worth evaluating
+            cols = loads[b] > 1.0 + EPS
+            room = loads[:, cols].sum(axis=1)
+            room[b] = np.inf
+            targets = np.argpartition(room, max_targets)[:max_targets]
+        else:
+            targets = np.flatnonzero(np.arange(m) != b)
+        new = loads[targets][None, :, :] + dm[:, None, :]  # (k, targets, C)
+        in_cost = _overflow(new) - over[targets][None, :]
         delta = in_cost + out_gain[:, None]
-        delta[:, b] = np.inf
-        delta[tabu_until[members] >= it] = np.inf
+        delta[tabu_until[members][:, targets] >= it] = np.inf
         flat_idx = int(np.argmin(delta))
         if not np.isfinite(delta.flat[flat_idx]):
             continue
-        j, g = divmod(flat_idx, m)
+        j, gi = divmod(flat_idx, targets.size)
+        g = int(targets[gi])
         i = int(members[j])
         loads[b] -= flat[i]
         loads[g] += flat[i]

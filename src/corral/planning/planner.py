@@ -136,6 +136,7 @@ def plan_consolidation(
     before_kind: HostKind | None = None,
     cost_params: CostParams | None = None,
     exact_max_servers: int = 30,
+    group_size: int = 20_000,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> Plan:
@@ -176,31 +177,29 @@ def plan_consolidation(
     ok_idx = np.flatnonzero(~bad)
     Dp = D[ok_idx]
     say("first fit", 0.0)
-    assign_p = pk.first_fit_decreasing(Dp, lim) if ok_idx.size else np.zeros(0, dtype=np.int64)
-    ffd_hosts = int(assign_p.max()) + 1 if assign_p.size else 0
-    peak_hosts = int(pk.peak_ffd(Dp, lim).max()) + 1 if ok_idx.size else 0
-    lb, details = pk.lower_bound(Dp, lim) if ok_idx.size else (0, {})
+    n_ok = int(ok_idx.size)
+    peak_hosts = int(pk.peak_ffd(Dp, lim).max()) + 1 if n_ok else 0
+    lb, details = pk.lower_bound(Dp, lim) if n_ok else (0, {})
     details = {_label(key, res): v for key, v in details.items()}
-    method = "best-fit decreasing"
-    optimal = ffd_hosts == lb
-    say("search", 0.1)
-    if not optimal and ok_idx.size:
-        if k == 0 and ok_idx.size <= exact_max_servers:
-            sol, proven, _ = pk.exact_cpsat(Dp, ffd_hosts, deadline - time.perf_counter())
-            if sol is not None and int(sol.max()) + 1 <= ffd_hosts and pk.check_assignment(Dp, sol, lim):
-                assign_p = sol
-                method = "CP-SAT" + (" (optimal)" if proven else " (time limit)")
-                optimal = proven
-        else:
-            share = t0 + 0.3 * max(0.0, time_budget_s)
-            cur = pk.empty_hosts(Dp, assign_p, lim, min(deadline, max(share, time.perf_counter())))
-            method = "best-fit decreasing + local search"
-            if k == 0:
-                cur = pk.minimize_hosts(Dp, cur, lb, deadline, seed=seed)
-                method += " + drop-and-repair"
-            if pk.check_assignment(Dp, cur, lim) and int(cur.max()) + 1 <= ffd_hosts:
-                assign_p = cur
-            optimal = int(assign_p.max()) + 1 == lb
+    groups = _groups(Dp, group_size) if n_ok > 2 * group_size else [np.arange(n_ok)]
+    assign_p = np.full(n_ok, -1, dtype=np.int64)
+    ffd_hosts, offset, methods, proven_all = 0, 0, set(), True
+    start = time.perf_counter()
+    for g, idx in enumerate(groups):
+        # each group gets its share of what is left of the budget
+        group_deadline = start + (deadline - start) * (g + 1) / len(groups)
+        sub, ffd_g, method_g, proven_g = _search(Dp[idx], lim, group_deadline, exact_max_servers, seed)
+        assign_p[idx] = sub + offset
+        offset += int(sub.max()) + 1
+        ffd_hosts += ffd_g
+        methods.add(method_g)
+        proven_all = proven_all and proven_g
+        say("search", 0.1 + 0.9 * (g + 1) / len(groups))
+    method = " / ".join(sorted(methods)) if methods else "nothing to place"
+    if len(groups) > 1:
+        method += f" (in {len(groups)} groups of ~{group_size} servers)"
+    n_hosts = int(assign_p.max()) + 1 if n_ok else 0
+    optimal = n_hosts == lb or (len(groups) == 1 and proven_all and n_ok > 0)
     say("done", 1.0)
     if ok_idx.size and not pk.check_assignment(Dp, assign_p, lim):  # defensive: never a wrong plan
         raise PlanningError("internal error: the search produced a plan over the cap")
@@ -232,6 +231,41 @@ def plan_consolidation(
         costs=costs,
         notes=traces.notes,
     )
+
+
+def _groups(D: npt.NDArray[np.float64], size: int) -> list[npt.NDArray[np.int64]]:
+    """Split servers into groups of about ``size`` with similar mixes (dealt round-robin in order
+    of size), planned one by one: the search cost grows with servers x hosts, and big instances
+    lose little by being split."""
+    n = D.shape[0]
+    count = max(1, round(n / size))
+    order = np.argsort(-pk.sizes(D), kind="stable")
+    return [np.sort(order[g::count]) for g in range(count)]
+
+
+def _search(
+    D: npt.NDArray[np.float64], lim: pk.Limits, deadline: float, exact_max_servers: int, seed: int
+) -> tuple[npt.NDArray[np.int64], int, str, bool]:
+    """Plan one group: (assignment, first-fit hosts, method, proven optimal)."""
+    ffd = pk.first_fit_decreasing(D, lim)
+    ffd_hosts = int(ffd.max()) + 1
+    lb, _ = pk.lower_bound(D, lim)
+    if ffd_hosts == lb:
+        return ffd, ffd_hosts, "best-fit decreasing", True
+    if lim.k == 0 and D.shape[0] <= exact_max_servers:
+        sol, proven, _ = pk.exact_cpsat(D, ffd_hosts, deadline - time.perf_counter())
+        if sol is not None and int(sol.max()) + 1 <= ffd_hosts and pk.check_assignment(D, sol, lim):
+            return sol, ffd_hosts, "CP-SAT" + (" (optimal)" if proven else " (time limit)"), proven
+        return ffd, ffd_hosts, "best-fit decreasing (CP-SAT found nothing better in time)", False
+    now = time.perf_counter()
+    cur = pk.empty_hosts(D, ffd, lim, now + 0.3 * max(0.0, deadline - now))
+    method = "best-fit decreasing + local search"
+    if lim.k == 0:
+        cur = pk.minimize_hosts(D, cur, lb, deadline, seed=seed)
+        method += " + drop-and-repair"
+    if pk.check_assignment(D, cur, lim) and int(cur.max()) + 1 <= ffd_hosts:
+        return pk.compact(cur), ffd_hosts, method, int(cur.max()) + 1 == lb
+    return ffd, ffd_hosts, method, False
 
 
 def human(value: float, resource: str) -> str:
