@@ -88,15 +88,17 @@ def test_rollup_min_avg_max_exact_and_none(tmp_path: Path) -> None:
     net_none = rng.random(n) < 0.3  # some intervals without a NIC counter
     with MetricStore(tmp_path / "m.db", raw_retention_s=3600, bucket_s=60, auto_maintain=False) as st:
         for i in range(n):
-            st.write([
-                sample(
-                    T0 + i,
-                    cpu_pct=float(cpu[i]),
-                    disk_read_bps=float(disk[i]),
-                    net_rx_bps=None if net_none[i] else float(disk[i] / 3),
-                    mem_used_bytes=None,  # never measurable: the bucket stores NULL
-                )
-            ])
+            st.write(
+                [
+                    sample(
+                        T0 + i,
+                        cpu_pct=float(cpu[i]),
+                        disk_read_bps=float(disk[i]),
+                        net_rx_bps=None if net_none[i] else float(disk[i] / 3),
+                        mem_used_bytes=None,  # never measurable: the bucket stores NULL
+                    )
+                ]
+            )
         st.maintain(T0 + n)  # all three buckets complete
         rows = st.query("Domain-0", T0, resolution="rollup")
     assert [r["time"] for r in rows] == [T0, T0 + 60, T0 + 120]
