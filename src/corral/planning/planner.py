@@ -181,7 +181,7 @@ def plan_consolidation(
     peak_hosts = int(pk.peak_ffd(Dp, lim).max()) + 1 if n_ok else 0
     lb, details = pk.lower_bound(Dp, lim) if n_ok else (0, {})
     details = {_label(key, res): v for key, v in details.items()}
-    groups = _groups(Dp, group_size) if n_ok > 2 * group_size else [np.arange(n_ok)]
+    groups = (_groups(Dp, group_size) if n_ok > 2 * group_size else [np.arange(n_ok)]) if n_ok else []
     assign_p = np.full(n_ok, -1, dtype=np.int64)
     ffd_hosts, offset, methods, proven_all = 0, 0, set(), True
     start = time.perf_counter()
