@@ -264,3 +264,12 @@ def test_one_line_error_and_no_heavy_imports(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=30)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+    # the format module loaded on its own is the one the planner uses afterwards in the same process
+    probe = (
+        "import corral.monitoring.collector as c; f = c._formats();"
+        "from corral.planning import CollectSample; import corral.planning.formats as g;"
+        "from corral.planning.importers import load_traces;"
+        "print(f is g and CollectSample is f.CollectSample)"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=60)
+    assert r.stdout.strip() == "True", r.stderr

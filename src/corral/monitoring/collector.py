@@ -157,7 +157,10 @@ class HostReader:
     """Reads Snapshots with four psutil calls (cpu_times, virtual_memory, disk and NIC counters)."""
 
     def __init__(self, cpu_mhz: float | None = None, sys_root: str = "/sys") -> None:
-        import psutil
+        try:
+            import psutil
+        except ImportError:
+            raise CorralError("the collector needs psutil: pip install psutil") from None
 
         self._psutil = psutil
         self._sys = Path(sys_root)
