@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -319,10 +320,31 @@ def exact_cpsat(
     return compact(assign), status == cp_model.OPTIMAL, math.ceil(solver.best_objective_bound - 1e-6)
 
 
-# ---------------------------------------------------------------- fixed-m overflow repair (strict mode)
+# ---------------------------------------------------------------- fixed-m overflow repair
 def _overflow(rows: FloatArray) -> FloatArray:
     """Sum of the loads above 1 along the last axis."""
     return np.asarray(np.maximum(rows - 1.0, 0.0).sum(axis=-1))
+
+
+def penalty_fn(lim: Limits, R: int, T: int) -> Callable[[FloatArray], FloatArray]:
+    """The overflow to drive to zero for hosts whose flattened loads (..., R*T) are given.
+    Strict mode: the sum of loads above 1. Percentile mode: per resource, the sum of all but the
+    ``k`` largest excesses above 1 (zero iff at most k steps are above), plus 100 x the excess
+    above ``hard``. Zero (up to EPS) iff the host is feasible."""
+    if lim.k == 0:
+        return _overflow
+    k = lim.k
+
+    def pen(rows: FloatArray) -> FloatArray:
+        x = rows.reshape(*rows.shape[:-1], R, T)
+        hard = np.maximum(x - lim.hard, 0.0).sum(axis=(-1, -2)) * 100.0
+        if k >= T:
+            return np.asarray(hard)
+        ex = np.maximum(x - 1.0, 0.0)
+        smallest = np.partition(ex, T - k - 1, axis=-1)[..., : T - k]
+        return np.asarray(smallest.sum(axis=(-1, -2)) + hard)
+
+    return pen
 
 
 def repair_to_m(
@@ -333,8 +355,9 @@ def repair_to_m(
     rng: np.random.Generator,
     tenure: int = 7,
     max_targets: int = 64,
+    lim: Limits = Limits(),
 ) -> IntArray | None:
-    """Strict mode. Starting from ``assign`` (hosts 0..m-1, possibly overloaded), move servers
+    """Starting from ``assign`` (hosts 0..m-1, possibly overloaded), move servers
     between hosts to drive the total overflow (sum over hosts and steps of load above 1) to zero:
     each iteration takes one overloaded host and applies the best move of one of its servers to
     another host (tabu for ``tenure`` iterations on the reverse move, so plateaus are crossed).
@@ -343,6 +366,7 @@ def repair_to_m(
     flat = D.reshape(n, R * T)
     loads = np.zeros((m, R * T))
     np.add.at(loads, assign, flat)
+    _overflow = penalty_fn(lim, R, T)
     over = _overflow(loads)
     tabu_until = np.zeros((n, m), dtype=np.int64)
     it = 0
@@ -383,7 +407,7 @@ def repair_to_m(
         tabu_until[i, b] = it + tenure + int(rng.integers(0, 4))
 
 
-def drop_one_host(D: FloatArray, assign: IntArray) -> IntArray:
+def drop_one_host(D: FloatArray, assign: IntArray, lim: Limits = Limits()) -> IntArray:
     """From a plan on m hosts, a (possibly overloaded) one on m-1: the lightest host's servers are
     spread over the others, each where it adds the least overflow (ties: least correlated)."""
     n, R, T = D.shape
@@ -399,6 +423,7 @@ def drop_one_host(D: FloatArray, assign: IntArray) -> IntArray:
     loads = loads[keep]
     movers = np.flatnonzero(assign == h)
     movers = movers[np.argsort(-flat[movers].sum(axis=1))]
+    _overflow = penalty_fn(lim, R, T)
     for i in movers.tolist():
         d = flat[i]
         cost = _overflow(loads + d) - _overflow(loads)
@@ -415,8 +440,9 @@ def minimize_hosts(
     lower: int,
     deadline: float,
     seed: int = 0,
+    lim: Limits = Limits(),
 ) -> IntArray:
-    """Strict mode: from a feasible plan, repeatedly drop a host and repair, until the lower bound
+    """From a feasible plan, repeatedly drop a host and repair, until the lower bound
     is reached or ``deadline``. Returns the best feasible plan found."""
     rng = np.random.default_rng(seed)
     best = compact(assign)
@@ -427,8 +453,8 @@ def minimize_hosts(
     sub = D[idx]
     cur = best[idx]
     while int(cur.max()) + 1 > max(lower, 1) and time.perf_counter() < deadline:
-        trial = drop_one_host(sub, cur)
-        fixed = repair_to_m(sub, trial, int(cur.max()), deadline, rng)
+        trial = drop_one_host(sub, cur, lim)
+        fixed = repair_to_m(sub, trial, int(cur.max()), deadline, rng, lim=lim)
         if fixed is None:
             break
         cur = compact(fixed)

@@ -259,10 +259,8 @@ def _search(
         return ffd, ffd_hosts, "best-fit decreasing (CP-SAT found nothing better in time)", False
     now = time.perf_counter()
     cur = pk.empty_hosts(D, ffd, lim, now + 0.3 * max(0.0, deadline - now))
-    method = "best-fit decreasing + local search"
-    if lim.k == 0:
-        cur = pk.minimize_hosts(D, cur, lb, deadline, seed=seed)
-        method += " + drop-and-repair"
+    cur = pk.minimize_hosts(D, cur, lb, deadline, seed=seed, lim=lim)
+    method = "best-fit decreasing + local search + drop-and-repair"
     if pk.check_assignment(D, cur, lim) and int(cur.max()) + 1 <= ffd_hosts:
         return pk.compact(cur), ffd_hosts, method, int(cur.max()) + 1 == lb
     return ffd, ffd_hosts, method, False
