@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any, TextIO
@@ -78,6 +78,7 @@ class Snapshot:
     mem_used_bytes: int  # total - available
     disk: Mapping[str, tuple[int, int]]  # physical disk -> (read bytes, written bytes)
     net: Mapping[str, tuple[int, int]]  # physical NIC -> (received bytes, sent bytes)
+    disk_ops: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # disk -> (reads, writes) done
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,7 @@ class HostReader:
             mem_total_bytes=int(vm.total),
             mem_used_bytes=int(vm.total - vm.available),
             disk={n: (d.read_bytes, d.write_bytes) for n, d in disks.items() if self._physical_disk(n)},
+            disk_ops={n: (d.read_count, d.write_count) for n, d in disks.items() if self._physical_disk(n)},
             net={n: (nics[n].bytes_recv, nics[n].bytes_sent) for n in chosen},
         )
 

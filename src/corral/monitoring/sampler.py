@@ -11,7 +11,7 @@ import libvirt
 import psutil
 
 from corral.adapters.libvirt_host import LibvirtHost, translated
-from corral.monitoring.hostcounters import host_counters
+from corral.monitoring.hostcounters import HostCounterReader
 from corral.monitoring.metrics import HOST_DOMAIN, Sample
 from corral.monitoring.rates import Counters, guest_counters, sample_values
 
@@ -25,12 +25,13 @@ class Sampler:
     def __init__(self, libvirt_host: LibvirtHost) -> None:
         self.libvirt = libvirt_host
         self.host_cores = psutil.cpu_count() or 1
+        self._host = HostCounterReader()
         self._previous: dict[str, Counters] = {}
         self.latest_counters: list[Counters] = []
 
     def read(self) -> list[Counters]:
         now = time.monotonic()
-        readings = [host_counters(now)]
+        readings = [self._host.read(now)]
         with translated("read domain statistics"):
             stats = self.libvirt.conn.getAllDomainStats(STATS, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
         for dom, values in stats:
