@@ -356,6 +356,7 @@ def repair_to_m(
     tenure: int = 7,
     max_targets: int = 64,
     lim: Limits = Limits(),
+    swaps: bool = True,
 ) -> IntArray | None:
     """Starting from ``assign`` (hosts 0..m-1, possibly overloaded), move servers
     between hosts to drive the total overflow (sum over hosts and steps of load above 1) to zero:
@@ -394,6 +395,11 @@ def repair_to_m(
         delta = in_cost + out_gain[:, None]
         delta[tabu_until[members][:, targets] >= it] = np.inf
         flat_idx = int(np.argmin(delta))
+        if swaps and delta.flat[flat_idx] > -EPS and _try_swap(
+            flat, assign, loads, over, b, members, targets, tabu_until, it, tenure, rng, _overflow,
+            float(delta.flat[flat_idx]),
+        ):  # fmt: skip
+            continue
         if not np.isfinite(delta.flat[flat_idx]):
             continue
         j, gi = divmod(flat_idx, targets.size)
@@ -405,6 +411,58 @@ def repair_to_m(
         over[g] = float(_overflow(loads[g]))
         assign[i] = g
         tabu_until[i, b] = it + tenure + int(rng.integers(0, 4))
+
+
+def _try_swap(
+    flat: FloatArray,
+    assign: IntArray,
+    loads: FloatArray,
+    over: FloatArray,
+    b: int,
+    members: IntArray,
+    targets: IntArray,
+    tabu_until: npt.NDArray[np.int64],
+    it: int,
+    tenure: int,
+    rng: np.random.Generator,
+    pen: Callable[[FloatArray], FloatArray],
+    best_move: float,
+    swap_hosts: int = 32,
+) -> bool:
+    """Exchange one of the servers most responsible for host b's overflow with a server of a
+    candidate host, if that beats the best single move. Mutates the state on success."""
+    excess = np.maximum(loads[b] - 1.0, 0.0)
+    contrib = np.minimum(flat[members], excess).sum(axis=1)
+    top = members[np.argsort(-contrib)[:4]]
+    room = loads[targets][:, excess > 0].sum(axis=1)
+    near = targets[np.argsort(room)[:swap_hosts]]
+    cand = np.flatnonzero(np.isin(assign, near))
+    if cand.size == 0:
+        return False
+    fc = flat[cand]
+    hosts_j = assign[cand]
+    best = (best_move - EPS, -1, -1)
+    for i in top.tolist():
+        d = flat[i]
+        newb = loads[b] - d + fc
+        newg = loads[hosts_j] - fc + d
+        dsw = pen(newb) - over[b] + pen(newg) - over[hosts_j]
+        dsw[(tabu_until[cand, b] >= it) | (tabu_until[i, hosts_j] >= it)] = np.inf
+        j = int(np.argmin(dsw))
+        if dsw[j] < best[0]:
+            best = (float(dsw[j]), i, int(cand[j]))
+    _, i, j = best
+    if i < 0:
+        return False
+    g = int(assign[j])
+    loads[b] += flat[j] - flat[i]
+    loads[g] += flat[i] - flat[j]
+    over[b] = float(pen(loads[b]))
+    over[g] = float(pen(loads[g]))
+    assign[i], assign[j] = g, b
+    tabu_until[i, b] = it + tenure + int(rng.integers(0, 4))
+    tabu_until[j, g] = it + tenure + int(rng.integers(0, 4))
+    return True
 
 
 def drop_one_host(D: FloatArray, assign: IntArray, lim: Limits = Limits()) -> IntArray:

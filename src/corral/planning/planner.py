@@ -257,10 +257,12 @@ def _search(
         if sol is not None and int(sol.max()) + 1 <= ffd_hosts and pk.check_assignment(D, sol, lim):
             return sol, ffd_hosts, "CP-SAT" + (" (optimal)" if proven else " (time limit)"), proven
         return ffd, ffd_hosts, "best-fit decreasing (CP-SAT found nothing better in time)", False
-    now = time.perf_counter()
-    cur = pk.empty_hosts(D, ffd, lim, now + 0.3 * max(0.0, deadline - now))
+    cur, method = ffd, "best-fit decreasing + drop-and-repair (tabu search)"
+    if lim.k:  # percentile mode: first empty what can be emptied by plain moves
+        now = time.perf_counter()
+        cur = pk.empty_hosts(D, ffd, lim, now + 0.2 * max(0.0, deadline - now))
+        method = "best-fit decreasing + local search + drop-and-repair (tabu search)"
     cur = pk.minimize_hosts(D, cur, lb, deadline, seed=seed, lim=lim)
-    method = "best-fit decreasing + local search + drop-and-repair"
     if pk.check_assignment(D, cur, lim) and int(cur.max()) + 1 <= ffd_hosts:
         return pk.compact(cur), ffd_hosts, method, int(cur.max()) + 1 == lb
     return ffd, ffd_hosts, method, False
