@@ -96,6 +96,8 @@ def test_unplaceable_exits_3_and_keeps_the_server(app: typer.Typer, tmp_path: Pa
     r = CliRunner().invoke(app, ["plan", str(traces), "--resources", "cpu", "--out", str(out), "-q"])
     assert r.exit_code == 3
     assert "unplaceable" in r.stderr and "huge" in out.read_text()
+    assert "it would fit on: " in r.stderr and "dl360-g10" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     assert json.loads(out.read_text())["unplaceable"][0]["server"] == "huge"
 
 

@@ -23,7 +23,7 @@ from corral.planning.cost import CostParams, parse_cost_params
 from corral.planning.errors import PlanningError
 from corral.planning.importers import FORMATS, load_traces
 from corral.planning.model import RESOURCES
-from corral.planning.planner import check_cap, plan_consolidation, validate_plan
+from corral.planning.planner import check_cap, kinds_that_fit, plan_consolidation, validate_plan
 from corral.planning.report import summary_lines, write_html_report
 from corral.planning.serialize import plan_to_json, read_plan_json, write_plan_json
 
@@ -144,9 +144,12 @@ def register(app: typer.Typer) -> None:
                 print(line)
             print(f"plan written to {out}" + (f", report to {html}" if html else ""))
         if data["unplaceable"]:
+            first = data["unplaceable"][0]
+            fit = kinds_that_fit(ts, first["server"], list(kinds.values()), cap, percentile, plan.resources)
+            hint = f"; it would fit on: {', '.join(fit)}" if fit else "; no kind in the catalog can hold it"
             print(
-                f"corral: {len(data['unplaceable'])} server(s) unplaceable on {host_kind}: "
-                f"{data['unplaceable'][0]['reason']} (see {out})",
+                f"corral: {len(data['unplaceable'])} server(s) unplaceable on {host_kind}, e.g. {first['server']}: "
+                f"{first['reason']}{hint} (see {out})",
                 file=sys.stderr,
             )
             raise typer.Exit(EXIT_UNPLACEABLE)
@@ -200,6 +203,8 @@ def register(app: typer.Typer) -> None:
                 f"{k.price:g}",
             )
         Console().print(table)
+
+    app.command("hosts-kinds", hidden=True)(host_kinds_cmd)  # alias
 
 
 def _read(path: Path) -> str:

@@ -352,6 +352,28 @@ def replay(
     )
 
 
+def kinds_that_fit(
+    traces: TraceSet,
+    server: str,
+    kinds: Sequence[HostKind],
+    cap: float,
+    percentile: float | None,
+    resources: Sequence[str],
+) -> list[str]:
+    """Names of the host kinds on which ``server`` alone would respect the cap."""
+    i = traces.names.index(server)
+    one = traces.subset([traces.names[i]])
+    k = allowed_over_steps(percentile, traces.n_steps)
+    lim = pk.Limits(k=k, hard=(1.0 / cap) if percentile is not None else 1.0)
+    out = []
+    for kind in kinds:
+        if all(kind.capacity(r) > 0 for r in resources):
+            D = normalized_demand(one, kind, cap, resources)
+            if pk.host_ok(D[0], lim):
+                out.append(kind.name)
+    return out
+
+
 def validate_plan(plan: Plan, other: TraceSet, label: str = "") -> Plan:
     """The plan with its out-of-sample replay against ``other`` attached."""
     hosts = [[plan.traces.names[i] for i in h] for h in plan.hosts]

@@ -300,7 +300,7 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
         out.append(
             f"<p>The plan replayed against <b>{escape(v['label'] or 'other traces')}</b> "
             f"({v['servers_matched']} servers matched, {len(v['servers_missing'])} missing, "
-            f"{len(v['servers_new'])} new and ignored):</p>"
+            f"{len(v['servers_new'])} new and ignored; missing servers count as no demand):</p>"
         )
         out.append(
             _table(
