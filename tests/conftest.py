@@ -35,6 +35,12 @@ def libvirt_available(uri: str = "qemu:///system") -> bool:
     return subprocess.run(["virsh", "-c", uri, "version"], capture_output=True, check=False).returncode == 0
 
 
+@pytest.fixture
+def require_tool() -> Callable[[str], None]:
+    """`require_tool("tmux")`: the program must be on PATH (under CI=true, or the test fails)."""
+    return lambda program: require(shutil.which(program) is not None, program)
+
+
 @pytest.fixture(scope="session")
 def image_cache() -> Path:
     """Where the tiny image is built once and kept between test runs."""

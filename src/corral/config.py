@@ -12,6 +12,12 @@ Read from a TOML file (`$CORRAL_CONFIG`, else /etc/corral/config.toml for root,
     network_cidr = "192.168.123.0/24"
     network_mode = "nat"          # nat | isolated
 
+    [monitor]
+    interval_s = 5                # sampling interval
+    raw_retention_s = 86400       # raw samples kept a day
+    rollup_retention_s = 2592000  # 5-minute min/avg/max kept 30 days
+    bucket_s = 300
+
     [capacity]
     cap = 0.85                    # utilization cap for the expected CPU demand of running guests
     vcpu_overcommit = 4.0         # vCPUs per host core
@@ -34,6 +40,20 @@ from corral.core.validate import check_name
 
 
 @dataclass(frozen=True)
+class MonitorSettings:
+    interval_s: float = 5.0
+    raw_retention_s: float = 86400.0
+    rollup_retention_s: float = 30 * 86400.0
+    bucket_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not 0.2 <= self.interval_s <= 3600:
+            raise ValueError("interval_s must be between 0.2 and 3600 seconds")
+        if not self.bucket_s >= self.interval_s:
+            raise ValueError("bucket_s must be at least one interval")
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     libvirt_uri: str
@@ -44,6 +64,7 @@ class Settings:
     network_cidr: str
     network_mode: str
     config_path: Path | None
+    monitor: MonitorSettings = MonitorSettings()
 
     @property
     def images_dir(self) -> Path:
@@ -52,6 +73,10 @@ class Settings:
     @property
     def guests_dir(self) -> Path:
         return self.data_dir / "guests"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.data_dir / "metrics.sqlite"
 
     @property
     def cache_dir(self) -> Path:
@@ -75,7 +100,7 @@ def load_settings(path: Path | None = None) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(f"config file {config_path} is not valid TOML: {exc}") from None
     known = {"data_dir", "libvirt_uri", "accelerator", "boot_timeout_s", "capacity", "network", "network_cidr",
-             "network_mode"}
+             "network_mode", "monitor"}
     if unknown := set(data) - known:
         raise InvalidInput(f"config file {config_path}: unknown key(s) {', '.join(sorted(unknown))}")
     default_data = Path("/var/lib/corral") if os.geteuid() == 0 else Path.home() / ".local/share/corral"
@@ -91,6 +116,14 @@ def load_settings(path: Path | None = None) -> Settings:
         limits = CapacityLimits(**capacity)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"config file {config_path}: [capacity] {exc}") from None
+    monitor_table = data.get("monitor", {})
+    monitor_names = {f.name for f in fields(MonitorSettings)}
+    if not isinstance(monitor_table, dict) or set(monitor_table) - monitor_names:
+        raise InvalidInput(f"config file {config_path}: [monitor] accepts {', '.join(sorted(monitor_names))}")
+    try:
+        monitor = MonitorSettings(**{k: float(v) for k, v in monitor_table.items()})
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"config file {config_path}: [monitor] {exc}") from None
     network = str(os.environ.get("CORRAL_NETWORK", data.get("network", "corral")))
     if network:
         check_name(network, "network name")
@@ -104,4 +137,5 @@ def load_settings(path: Path | None = None) -> Settings:
         network_cidr=str(data.get("network_cidr", "192.168.123.0/24")),
         network_mode=str(data.get("network_mode", "nat")),
         config_path=config_path if config_path.is_file() else None,
+        monitor=monitor,
     )

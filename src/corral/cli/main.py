@@ -365,10 +365,12 @@ def _progress() -> Progress:
 
 
 def _register_extensions() -> None:
-    try:
-        from corral.cli import plan as plan_cli
-    except ImportError:  # the planner's commands arrive with the planning package
-        return
+    from corral.cli import collect as collect_cli
+    from corral.cli import monitor as monitor_cli
+    from corral.cli import plan as plan_cli
+
+    monitor_cli.register(app, corral, out, err)
+    collect_cli.register(app)
     plan_cli.register(app)
 
 

@@ -44,7 +44,7 @@ def render(counters: Sequence[Counters], samples: Sequence[Sample]) -> str:
         if not rows:
             continue
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
-        lines += [f'{metric}{{domain="{_label(domain)}"}} {float(value):.17g}' for domain, value in rows]
+        lines += [f'{metric}{{domain="{_label(domain)}"}} {float(value)!r}' for domain, value in rows]
     for metric, kind, help_text, key in RATE_METRICS:
         rows = [(s.domain, s.values.get(key)) for s in samples if s.values.get(key) is not None]
         if not rows:

@@ -9,6 +9,7 @@ from corral.config import Settings, load_settings
 from corral.services.guests import GuestService
 from corral.services.host import HostService
 from corral.services.images import ImageService
+from corral.services.monitoring import MonitoringService
 
 
 @dataclass
@@ -18,6 +19,7 @@ class Corral:
     images: ImageService
     host: HostService
     guests: GuestService
+    monitoring: MonitoringService
 
     def close(self) -> None:
         self.libvirt.close()
@@ -28,4 +30,5 @@ def open_corral(settings: Settings | None = None) -> Corral:
     libvirt_host = LibvirtHost(settings.libvirt_uri)
     images = ImageService(settings)
     host = HostService(settings, libvirt_host)
-    return Corral(settings, libvirt_host, images, host, GuestService(settings, libvirt_host, images, host))
+    return Corral(settings, libvirt_host, images, host, GuestService(settings, libvirt_host, images, host),
+                  MonitoringService(settings, libvirt_host))

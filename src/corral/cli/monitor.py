@@ -1,0 +1,259 @@
+"""`corral monitor`, `corral top`, `corral stats`: live and historical figures of the host and guests."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import select
+import signal
+import sys
+import termios
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from corral.core.errors import InvalidInput
+from corral.monitoring.metrics import HOST_DOMAIN, UNITS, Sample
+from corral.services.context import Corral
+
+SPARKS = "▁▂▃▄▅▆▇█"
+SORT_KEYS = {"n": "name", "c": "cpu", "m": "memory", "d": "disk", "w": "network"}
+
+
+def sparkline(values: Sequence[float | None], width: int = 40) -> str:
+    """Unicode blocks scaled to the series' own range; gaps (None) stay blank."""
+    if len(values) > width:  # keep the shape: average consecutive points into `width` cells
+        step = len(values) / width
+        cells: list[float | None] = []
+        for i in range(width):
+            chunk = [v for v in values[int(i * step):int((i + 1) * step)] if v is not None]
+            cells.append(sum(chunk) / len(chunk) if chunk else None)
+        values = cells
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    low, high = min(known), max(known)
+    span = (high - low) or 1.0
+    return "".join(" " if v is None else SPARKS[min(7, int((v - low) / span * 7.999))] for v in values)
+
+
+def _fmt(metric: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    unit = UNITS.get(metric, "")
+    if unit == "%":
+        return f"{value:.1f}"
+    if unit == "bytes":
+        return f"{value / 2**20:.1f} MiB"
+    if unit == "bytes/s":
+        return f"{value / 1024:.1f} KiB/s"
+    return f"{value:.1f}"
+
+
+def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: Console) -> None:
+    @app.command()
+    def monitor(
+        once: Annotated[bool, typer.Option("--once", help="Print one sample (over 1 s) and exit.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="With --once: JSON.")] = False,
+        interval: Annotated[float | None, typer.Option(help="Seconds between samples (default: config)")] = None,
+        prometheus: Annotated[str | None, typer.Option(help="Serve /metrics at HOST:PORT, e.g. 127.0.0.1:9177")
+                              ] = None,
+    ) -> None:
+        """Run the sampler in the foreground: every interval, Domain-0 and every guest into the history."""
+        service = corral().monitoring
+        if once:
+            samples = service.one_sample(1.0)
+            if as_json:
+                sys.stdout.write(json.dumps([_sample_dict(s) for s in samples], indent=2) + "\n")
+            else:
+                out.print(_live_table(samples, {}, "cpu", False))
+            return
+        stop = threading.Event()
+        server = None
+        if prometheus:
+            from corral.monitoring.exporter import serve_metrics
+
+            server = serve_metrics(prometheus, service.prometheus_text)
+            err.print(f"Prometheus metrics at http://{prometheus}/metrics")
+        every = interval or service.settings.monitor.interval_s
+        err.print(f"sampling every {every:g} s into {service.settings.metrics_path} (Ctrl-C or SIGTERM stops)")
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+
+        def report(samples: Sequence[Sample]) -> None:
+            guests = len(samples) - 1
+            host = next((s for s in samples if s.domain == HOST_DOMAIN), None)
+            cpu = host.values.get("cpu_pct") if host else None
+            err.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] Domain-0 CPU {_fmt('cpu_pct', cpu)} %, "
+                      f"{guests} guest(s) sampled", highlight=False)
+
+        try:
+            service.run(stop, interval_s=every, on_samples=report)
+        finally:
+            if server is not None:
+                server.shutdown()
+
+    @app.command()
+    def top(
+        interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+        sort: Annotated[str, typer.Option(help="name|cpu|memory|disk|network")] = "cpu",
+        iterations: Annotated[int, typer.Option(help="Stop after N refreshes (0: until q).")] = 0,
+    ) -> None:
+        """Live view like xentop: Domain-0 and every guest. Keys: c m d w n sort, r reverse, q quit."""
+        if sort not in SORT_KEYS.values():
+            raise InvalidInput(f"--sort must be one of {', '.join(SORT_KEYS.values())}")
+        c = corral()
+        sort_by, reverse = sort, True
+        c.monitoring.sampler.sample()
+        samples: list[Sample] = []
+        states: dict[str, str] = {}
+        deadline = time.monotonic()
+        count = 0
+        with _keys() as read_key, Live(console=out, screen=True, auto_refresh=False) as live:
+            while True:
+                if time.monotonic() >= deadline:
+                    samples = c.monitoring.sampler.sample()
+                    states = {row.name: row.state for row in c.libvirt.rows()}
+                    deadline = time.monotonic() + interval
+                    count += 1
+                live.update(Group(
+                    Text(f"corral top — every {interval:g} s — sorted by {sort_by}"
+                         f"{' (reversed)' if not reverse else ''} — keys: c cpu  m memory  d disk  "
+                         f"w network  n name  r reverse  q quit", style="bold"),
+                    _live_table(samples, states, sort_by, reverse),
+                ), refresh=True)
+                if iterations and count >= iterations:
+                    break
+                key = read_key(max(0.0, deadline - time.monotonic()))
+                if key in ("q", "Q", "\x03"):
+                    break
+                if key in SORT_KEYS:
+                    sort_by = SORT_KEYS[key]
+                elif key == "r":
+                    reverse = not reverse
+
+    @app.command()
+    def stats(
+        name: Annotated[str, typer.Argument(help="A guest's name, or Domain-0 for the host.")],
+        since: Annotated[str, typer.Option(help="How far back: 30m, 1h, 7d ...")] = "1h",
+        resource: Annotated[str | None, typer.Option(help="cpu|mem|disk|net (default: all)")] = None,
+        as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    ) -> None:
+        """History from the monitoring store: a table with sparklines, or CSV, or JSON."""
+        from corral.monitoring.collector import parse_duration
+        from corral.services.monitoring import metrics_for
+
+        window = parse_duration(since, "--since")
+        wanted = metrics_for(resource)
+        rows = corral().monitoring.history(name, window, resource)
+        if as_json:
+            sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+            return
+        if as_csv:
+            columns = list(rows[0]) if rows else ["time", *wanted]
+            writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            return
+        if not rows:
+            err.print(f"no samples of {name} in the last {since} (is `corral monitor` running?)")
+            raise typer.Exit(1)
+        table = Table(title=f"{name}, last {since}: {len(rows)} samples from "
+                            f"{datetime.fromtimestamp(rows[0]['time']):%Y-%m-%d %H:%M} to "
+                            f"{datetime.fromtimestamp(rows[-1]['time']):%H:%M}",
+                      title_justify="left", header_style="bold", box=None)
+        for column in ("metric", "min", "avg", "max", "last", "trend"):
+            table.add_column(column, justify="left" if column in ("metric", "trend") else "right")
+        for metric in wanted:
+            series = [row.get(metric) for row in rows]
+            known = [v for v in series if v is not None]
+            lows = [row.get(f"{metric}_min", row.get(metric)) for row in rows]
+            highs = [row.get(f"{metric}_max", row.get(metric)) for row in rows]
+            low = min((v for v in lows if v is not None), default=None)
+            high = max((v for v in highs if v is not None), default=None)
+            table.add_row(metric, _fmt(metric, low),
+                          _fmt(metric, sum(known) / len(known) if known else None), _fmt(metric, high),
+                          _fmt(metric, series[-1]), sparkline(series))
+        out.print(table)
+
+
+def _sample_dict(sample: Sample) -> dict[str, Any]:
+    return {"time": sample.time, "domain": sample.domain, **dict(sample.values)}
+
+
+def _live_table(samples: Sequence[Sample], states: dict[str, str], sort: str, reverse: bool) -> Table:
+    table = Table(header_style="bold reverse", box=None, expand=True)
+    for column in ("NAME", "STATE", "CPU(%)", "CPU(host %)", "MEM(MiB)", "MEM(%)", "DISK R/W (KiB/s)",
+                   "IOPS R/W", "NET RX/TX (KiB/s)"):
+        table.add_column(column, justify="left" if column in ("NAME", "STATE") else "right")
+    by_name = {s.domain: s for s in samples}
+    names = [n for n in [*states, *by_name] if n != HOST_DOMAIN]
+    names = list(dict.fromkeys(names))
+
+    def key(name: str) -> Any:
+        v = by_name[name].values if name in by_name else {}
+        return {
+            "name": name,
+            "cpu": v.get("cpu_host_pct") or 0.0,
+            "memory": v.get("mem_used_bytes") or 0.0,
+            "disk": (v.get("disk_read_bps") or 0.0) + (v.get("disk_write_bps") or 0.0),
+            "network": (v.get("net_rx_bps") or 0.0) + (v.get("net_tx_bps") or 0.0),
+        }[sort]
+
+    ordered = sorted(names, key=key, reverse=reverse if sort != "name" else not reverse)
+    for name in [HOST_DOMAIN, *ordered]:
+        v = by_name[name].values if name in by_name else {}
+
+        def kib(metric: str, values: dict[str, Any] | Any = v) -> str:
+            value = values.get(metric)
+            return "-" if value is None else f"{value / 1024:.0f}"
+
+        def num(metric: str, values: dict[str, Any] | Any = v) -> str:
+            value = values.get(metric)
+            return "-" if value is None else f"{value:.0f}"
+
+        total, used = v.get("mem_total_bytes"), v.get("mem_used_bytes")
+        table.add_row(
+            name, "running" if name == HOST_DOMAIN else states.get(name, "running"),
+            _fmt("cpu_pct", v.get("cpu_pct")), _fmt("cpu_host_pct", v.get("cpu_host_pct")),
+            "-" if used is None else f"{used / 2**20:.0f}",
+            "-" if not total or used is None else f"{100 * used / total:.0f}",
+            f"{kib('disk_read_bps')}/{kib('disk_write_bps')}", f"{num('disk_read_iops')}/{num('disk_write_iops')}",
+            f"{kib('net_rx_bps')}/{kib('net_tx_bps')}",
+        )
+    return table
+
+
+@contextmanager
+def _keys() -> Iterator[Callable[[float], str | None]]:
+    """Single key presses from the terminal (cbreak mode), or nothing when stdin is not a terminal."""
+    fd = sys.stdin.fileno()
+    interactive = os.isatty(fd)
+    saved = termios.tcgetattr(fd) if interactive else None
+
+    def read(timeout: float) -> str | None:
+        if not interactive:
+            time.sleep(timeout)
+            return None
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return os.read(fd, 8).decode(errors="ignore")[:1] if ready else None
+
+    try:
+        if interactive:
+            tty.setcbreak(fd)
+        yield read
+    finally:
+        if saved is not None:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
