@@ -33,7 +33,7 @@ def serve_metrics(address: str, render: Callable[[], str]) -> ThreadingHTTPServe
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     try:
