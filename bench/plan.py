@@ -12,15 +12,12 @@ host goes over the cap at any step. Then the out-of-sample overload for 20110322
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from corral.planning import (  # noqa: E402
+from corral.planning import (
     TraceSet,
     load_catalog,
     load_traces,
@@ -28,7 +25,7 @@ from corral.planning import (  # noqa: E402
     plan_consolidation,
     validate_plan,
 )
-from corral.planning.planner import Plan  # noqa: E402
+from corral.planning.planner import Plan
 
 DATA = Path("/work/shared/data")
 DAYS = ("20110303", "20110306", "20110309", "20110322", "20110325")
@@ -101,11 +98,12 @@ def main() -> None:
     print("\nout of sample: plan on 20110322, replay on 20110325 (G5, CPU)")
     a = loaded.get("20110322") or load_traces([DATA / "planetlab" / "20110322.tar.gz"])
     b = loaded.get("20110325") or load_traces([DATA / "planetlab" / "20110325.tar.gz"])
-    print(f"{'cap':>5} {'pctl':>5} {'hosts':>6} {'over cap':>9} {'over 100%':>10} {'hosts>cap':>10} {'hosts>100':>10} {'worst':>7}")
+    print(
+        f"{'cap':>5} {'pctl':>5} {'hosts':>6} {'over cap':>9} {'over 100%':>10} {'hosts>cap':>10} "
+        f"{'hosts>100':>10} {'worst':>7}"
+    )
     for cap, pct in ((0.85, None), (0.75, None), (0.85, 95.0), (0.70, None)):
-        plan = validate_plan(
-            plan_consolidation(a, g5, cap, pct, ["cpu"], time_budget_s=args.budget), b, "20110325"
-        )
+        plan = validate_plan(plan_consolidation(a, g5, cap, pct, ["cpu"], time_budget_s=args.budget), b, "20110325")
         v = plan.validation
         assert v is not None
         print(

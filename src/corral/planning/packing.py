@@ -465,15 +465,22 @@ def _try_swap(
     return True
 
 
-def drop_one_host(D: FloatArray, assign: IntArray, lim: Limits = Limits()) -> IntArray:
-    """From a plan on m hosts, a (possibly overloaded) one on m-1: the lightest host's servers are
-    spread over the others, each where it adds the least overflow (ties: least correlated)."""
+def drop_one_host(
+    D: FloatArray,
+    assign: IntArray,
+    lim: Limits = Limits(),
+    h: int | None = None,
+) -> IntArray:
+    """From a plan on m hosts, a (possibly overloaded) one on m-1: host ``h``'s servers (default:
+    the lightest host's) are spread over the others, each where it adds the least overflow (ties:
+    least correlated)."""
     n, R, T = D.shape
     flat = D.reshape(n, R * T)
     m = int(assign.max()) + 1
     loads = np.zeros((m, R * T))
     np.add.at(loads, assign, flat)
-    h = int(np.argmin(loads.sum(axis=1)))
+    if h is None:
+        h = int(np.argmin(loads.sum(axis=1)))
     keep = np.flatnonzero(np.arange(m) != h)
     remap = np.full(m, -1, dtype=np.int64)
     remap[keep] = np.arange(m - 1)
@@ -492,6 +499,26 @@ def drop_one_host(D: FloatArray, assign: IntArray, lim: Limits = Limits()) -> In
     return out
 
 
+def _best_drop(D: FloatArray, assign: IntArray, lim: Limits, tries: int) -> IntArray:
+    """Of the ``tries`` lightest hosts, drop the one whose servers leave the least overflow."""
+    n, R, T = D.shape
+    flat = D.reshape(n, R * T)
+    m = int(assign.max()) + 1
+    loads = np.zeros((m, R * T))
+    np.add.at(loads, assign, flat)
+    pen = penalty_fn(lim, R, T)
+    best: tuple[float, IntArray] | None = None
+    for h in np.argsort(loads.sum(axis=1))[: max(1, tries)].tolist():
+        trial = drop_one_host(D, assign, lim, h)
+        after = np.zeros((m - 1, R * T))
+        np.add.at(after, trial, flat)
+        total = float(pen(after).sum())
+        if best is None or total < best[0]:
+            best = (total, trial)
+    assert best is not None
+    return best[1]
+
+
 def minimize_hosts(
     D: FloatArray,
     assign: IntArray,
@@ -499,6 +526,7 @@ def minimize_hosts(
     deadline: float,
     seed: int = 0,
     lim: Limits = Limits(),
+    tries: int = 1,
 ) -> IntArray:
     """From a feasible plan, repeatedly drop a host and repair, until the lower bound
     is reached or ``deadline``. Returns the best feasible plan found."""
@@ -511,7 +539,7 @@ def minimize_hosts(
     sub = D[idx]
     cur = best[idx]
     while int(cur.max()) + 1 > max(lower, 1) and time.perf_counter() < deadline:
-        trial = drop_one_host(sub, cur, lim)
+        trial = _best_drop(sub, cur, lim, tries)
         fixed = repair_to_m(sub, trial, int(cur.max()), deadline, rng, lim=lim)
         if fixed is None:
             break
