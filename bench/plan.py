@@ -25,7 +25,7 @@ from corral.planning import (
     plan_consolidation,
     validate_plan,
 )
-from corral.planning.planner import Plan
+from corral.planning.planner import Plan, Validation
 
 DATA = Path("/work/shared/data")
 DAYS = ("20110303", "20110306", "20110309", "20110322", "20110325")
@@ -111,8 +111,9 @@ def main() -> None:
             f"{100 * v.over_100_fraction:>9.3f}% {v.hosts_ever_over_cap:>10} {v.hosts_ever_over_100:>10} "
             f"{100 * v.max_utilization:>6.1f}%"
         )
-    print(f"  ({v.servers_matched} VMs in both days, {len(v.servers_missing)} only on 20110322, "
-          f"{len(v.servers_new)} only on 20110325 and ignored)")  # fmt: skip
+        last: Validation = v
+    print(f"  ({last.servers_matched} VMs in both days, {len(last.servers_missing)} only on 20110322, "
+          f"{len(last.servers_new)} only on 20110325 and ignored)")  # fmt: skip
 
     if not args.skip_10k:
         print("\n10,000 servers resampled from PlanetLab VMs (G5, cap 85 %, CPU)")
