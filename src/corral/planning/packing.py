@@ -365,7 +365,7 @@ def repair_to_m(
     Returns a feasible assignment on <= m hosts, or None at ``deadline``."""
     n, R, T = D.shape
     flat = D.reshape(n, R * T)
-    loads = np.zeros((m, R * T))
+    loads = np.zeros((m, R * T), dtype=D.dtype)
     np.add.at(loads, assign, flat)
     _overflow = penalty_fn(lim, R, T)
     over = _overflow(loads)
@@ -377,6 +377,10 @@ def repair_to_m(
             return assign
         if (it & 15) == 0 and time.perf_counter() > deadline:
             return None
+        if (it & 255) == 255:  # no drift from incremental updates
+            loads[:] = 0.0
+            np.add.at(loads, assign, flat)
+            over = _overflow(loads)
         it += 1
         b = int(bad[rng.integers(bad.size)]) if rng.random() < 0.3 else int(bad[np.argmax(over[bad])])
         members = np.flatnonzero(assign == b)
@@ -536,12 +540,15 @@ def minimize_hosts(
     if not placed.any():
         return best
     idx = np.flatnonzero(placed)
-    sub = D[idx]
+    exact = D[idx]
+    # the search runs in float32 on demands inflated by 1e-5 (twice as fast; its rounding can
+    # only make it stricter); every plan it returns is re-checked in float64 on the true demands
+    sub = (exact * (1 + 1e-5)).astype(np.float32)
     cur = best[idx]
     while int(cur.max()) + 1 > max(lower, 1) and time.perf_counter() < deadline:
         trial = _best_drop(sub, cur, lim, tries)
         fixed = repair_to_m(sub, trial, int(cur.max()), deadline, rng, lim=lim)
-        if fixed is None:
+        if fixed is None or not check_assignment(exact, fixed, lim):
             break
         cur = compact(fixed)
         out = best.copy()
