@@ -40,6 +40,8 @@ def test_host_kinds_json(app: typer.Typer) -> None:
     assert kinds["ml110-g4"]["power_w"][0] == 86 and kinds["ml110-g5"]["power_w"][-1] == 135
     r = CliRunner().invoke(app, ["host-kinds"])
     assert r.exit_code == 0 and "ml110-g4" in r.stdout
+    r = CliRunner().invoke(app, ["hosts-kinds", "--json"])  # alias
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["name"] == "ml110-g4"
 
 
 def test_plan_and_report(app: typer.Typer, tmp_path: Path) -> None:
