@@ -44,9 +44,9 @@ def _errors() -> Iterator[None]:
 
 
 @contextmanager
-def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
+def _progress(quiet: bool) -> Iterator[Callable[..., None]]:
     if quiet:
-        yield lambda desc, done, total: None
+        yield lambda *args: None
         return
     console = Console(stderr=True)
     with Progress(
@@ -59,10 +59,11 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
     ) as prog:
         tasks: dict[str, Any] = {}
 
-        def update(desc: str, done: int, total: int) -> None:
+        def update(desc: str, done: int, total: int, detail: str = "") -> None:
             if desc not in tasks:
                 tasks[desc] = prog.add_task(desc, total=total)
-            prog.update(tasks[desc], completed=done, total=total)
+            label = f"{desc} ({detail})" if detail else desc
+            prog.update(tasks[desc], completed=done, total=total, description=label)
 
         yield update
 
@@ -126,7 +127,7 @@ def register(app: typer.Typer) -> None:
                     time_budget,
                     before_kind=bkind,
                     cost_params=params,
-                    progress=lambda stage, f: update(f"planning ({stage})", int(100 * f), 100),
+                    progress=lambda stage, f: update("planning", int(100 * f), 100, stage),
                 )
                 if validate_on:
                     other = load_traces(

@@ -532,6 +532,7 @@ def minimize_hosts(
     seed: int = 0,
     lim: Limits = Limits(),
     tries: int = 1,
+    on_progress: Callable[[int], None] | None = None,
 ) -> IntArray:
     """From a feasible plan, repeatedly drop a host and repair, until the lower bound
     is reached or ``deadline``. Returns the best feasible plan found."""
@@ -552,6 +553,8 @@ def minimize_hosts(
         if fixed is None or not check_assignment(exact, fixed, lim):
             break
         cur = compact(fixed)
+        if on_progress is not None:
+            on_progress(int(cur.max()) + 1)
         out = best.copy()
         out[idx] = cur
         best = out

@@ -188,13 +188,17 @@ def plan_consolidation(
     for g, idx in enumerate(groups):
         # each group gets its share of what is left of the budget
         group_deadline = start + (deadline - start) * (g + 1) / len(groups)
-        sub, ffd_g, method_g, proven_g = _search(Dp[idx], lim, group_deadline, exact_max_servers, seed)
+        def tick(hosts: int, g: int = g) -> None:
+            done = (time.perf_counter() - start) / max(deadline - start, 1e-9)
+            say(f"search, {hosts} hosts" if len(groups) == 1 else f"search, group {g + 1}", min(1.0, done))
+
+        sub, ffd_g, method_g, proven_g = _search(Dp[idx], lim, group_deadline, exact_max_servers, seed, tick)
         assign_p[idx] = sub + offset
         offset += int(sub.max()) + 1
         ffd_hosts += ffd_g
         methods.add(method_g)
         proven_all = proven_all and proven_g
-        say("search", 0.1 + 0.9 * (g + 1) / len(groups))
+        say("search", (g + 1) / len(groups))
     method = " / ".join(sorted(methods)) if methods else "nothing to place"
     if len(groups) > 1:
         method += f" (in {len(groups)} groups of ~{group_size} servers)"
@@ -244,7 +248,12 @@ def _groups(D: npt.NDArray[np.float64], size: int) -> list[npt.NDArray[np.int64]
 
 
 def _search(
-    D: npt.NDArray[np.float64], lim: pk.Limits, deadline: float, exact_max_servers: int, seed: int
+    D: npt.NDArray[np.float64],
+    lim: pk.Limits,
+    deadline: float,
+    exact_max_servers: int,
+    seed: int,
+    tick: Callable[[int], None] | None = None,
 ) -> tuple[npt.NDArray[np.int64], int, str, bool]:
     """Plan one group: (assignment, first-fit hosts, method, proven optimal)."""
     ffd = pk.first_fit_decreasing(D, lim)
@@ -262,7 +271,7 @@ def _search(
         now = time.perf_counter()
         cur = pk.empty_hosts(D, ffd, lim, now + 0.2 * max(0.0, deadline - now))
         method = "best-fit decreasing + local search + drop-and-repair (tabu search)"
-    cur = pk.minimize_hosts(D, cur, lb, deadline, seed=seed, lim=lim)
+    cur = pk.minimize_hosts(D, cur, lb, deadline, seed=seed, lim=lim, on_progress=tick)
     if pk.check_assignment(D, cur, lim) and int(cur.max()) + 1 <= ffd_hosts:
         return pk.compact(cur), ffd_hosts, method, int(cur.max()) + 1 == lb
     return ffd, ffd_hosts, method, False
