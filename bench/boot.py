@@ -27,10 +27,34 @@ CORRAL = str(Path(sys.executable).with_name("corral"))
 
 def plain_qemu_boot(kernel: str, initrd: str, cmdline: str, disk: Path, engine: str) -> float:
     args = [
-        "qemu-system-x86_64", "-M", "pc", "-accel", engine, "-m", "160", "-smp", "1", "-nodefaults",
-        "-display", "none", "-serial", "stdio", "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
-        "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
-        "-drive", f"file={disk},if=virtio,format=qcow2", "-device", "virtio-balloon",
+        "qemu-system-x86_64",
+        "-M",
+        "pc",
+        "-accel",
+        engine,
+        "-m",
+        "160",
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-kernel",
+        kernel,
+        "-initrd",
+        initrd,
+        "-append",
+        cmdline,
+        "-netdev",
+        "user,id=n0",
+        "-device",
+        "virtio-net-pci,netdev=n0",
+        "-drive",
+        f"file={disk},if=virtio,format=qcow2",
+        "-device",
+        "virtio-balloon",
     ]
     began = time.monotonic()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -61,8 +85,9 @@ def main() -> None:
             disk = Path(tmp) / "disk.qcow2"
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
             cmdline = f"{image.cmdline} corral.name=plain"
-            plain = [plain_qemu_boot(image.kernel or "", image.initrd or "", cmdline, disk, engine)
-                     for _ in range(RUNS)]
+            plain = [
+                plain_qemu_boot(image.kernel or "", image.initrd or "", cmdline, disk, engine) for _ in range(RUNS)
+            ]
 
         guest = f"{prefix}-boot"
         corral.guests.create(GuestSpec(guest, "tiny", memory_mib=160))
@@ -91,8 +116,10 @@ def main() -> None:
     print(f"plain qemu boot to readiness   {p:6.2f} s   (runs: {', '.join(f'{x:.2f}' for x in plain)})")
     print(f"corral start --wait            {c:6.2f} s   (runs: {', '.join(f'{x:.2f}' for x in ours)})")
     print(f"ratio corral / plain qemu      {c / p:6.2f}x  (goal <= 1.30x)")
-    print(f"corral list --json, 20 guests  {statistics.median(lists):6.3f} s   (goal < 0.3 s; "
-          f"runs: {', '.join(f'{x:.3f}' for x in lists)})")
+    print(
+        f"corral list --json, 20 guests  {statistics.median(lists):6.3f} s   (goal < 0.3 s; "
+        f"runs: {', '.join(f'{x:.3f}' for x in lists)})"
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,12 @@ def libvirtd() -> psutil.Process:
 def main() -> None:
     settings = load_settings()
     # 20 idle tiny guests use ~2 % of a vCPU each; the default assumption (25 %) would refuse the 7th.
-    settings = replace(settings, limits=replace(settings.limits, assumed_guest_utilization=0.05,
-                                                vcpu_overcommit=max(settings.limits.vcpu_overcommit, 12)))
+    settings = replace(
+        settings,
+        limits=replace(
+            settings.limits, assumed_guest_utilization=0.05, vcpu_overcommit=max(settings.limits.vcpu_overcommit, 12)
+        ),
+    )
     corral = open_corral(settings)
     if not corral.images.exists("tiny"):
         corral.images.build_tiny()
@@ -76,13 +80,17 @@ def main() -> None:
             if row.name.startswith(prefix):
                 corral.guests.delete(row.name)
 
-    print(f"sampler, {running} running guests: {sample_cost * 1000:7.2f} ms CPU per interval "
-          f"(Corral + libvirtd, mean of {ROUNDS})")
+    print(
+        f"sampler, {running} running guests: {sample_cost * 1000:7.2f} ms CPU per interval "
+        f"(Corral + libvirtd, mean of {ROUNDS})"
+    )
     print(f"empty loop, same measure:        {empty_cost * 1000:7.2f} ms CPU per interval")
-    print(f"sampler at a {INTERVAL_S:g} s interval:      {100 * sample_cost / INTERVAL_S:7.3f} % of one core "
-          f"(goal < 2 %)")
-    collector = subprocess.run([sys.executable, str(Path(__file__).with_name("collector.py"))],
-                               capture_output=True, text=True, check=False)
+    print(
+        f"sampler at a {INTERVAL_S:g} s interval:      {100 * sample_cost / INTERVAL_S:7.3f} % of one core (goal < 2 %)"
+    )
+    collector = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("collector.py"))], capture_output=True, text=True, check=False
+    )
     print(collector.stdout.strip())
 
 

@@ -145,10 +145,10 @@ def plan_consolidation(
     ``percentile`` P is given), each host's summed demand stays <= ``cap`` of its capacity, using
     as few hosts as the search finds within ``time_budget_s``.
 
-    Method: best-fit decreasing over the time series; then, up to 30 servers (strict mode), CP-SAT
-    (proves the optimum when it can); otherwise local search (empty the lightest hosts, then
-    drop-a-host-and-repair by tabu search on the overflow). Servers too big for an empty host are
-    reported in ``unplaceable``, never dropped silently.
+    Method: best-fit decreasing over the time series; then, up to ``exact_max_servers`` servers
+    (strict mode), CP-SAT (proves the optimum when it can); otherwise drop-a-host-and-repair by
+    tabu search on the overflow (moves and swaps). Servers too big for an empty host are reported
+    in ``unplaceable``, never dropped silently. See docs/planning.md.
     """
     t0 = time.perf_counter()
     deadline = t0 + max(0.0, time_budget_s)
@@ -165,15 +165,14 @@ def plan_consolidation(
         worst = int(np.argmax(D[i].max(axis=1)))
         r = res[worst]
         peak = float(traces.demand[r][i].max())
-        if k:
-            peak = float(np.sort(traces.demand[r][i])[-(k + 1)])
-        unplaceable.append(
-            Unplaceable(
-                traces.names[i],
-                f"{r} {'peak' if not k else f'{percentile}th percentile'} {human(peak, r)} exceeds "
-                f"{cap:.0%} of a {host_kind.name} host ({human(cap * host_kind.capacity(r), r)})",
-            )
-        )
+        if k and peak > host_kind.capacity(r):
+            why = f"{r} peak {human(peak, r)} exceeds 100 % of a {host_kind.name} host"
+            why += f" ({human(host_kind.capacity(r), r)})"
+        else:
+            value = float(np.sort(traces.demand[r][i])[-(k + 1)]) if k else peak
+            why = f"{r} {f'{percentile}th percentile' if k else 'peak'} {human(value, r)} exceeds "
+            why += f"{cap:.0%} of a {host_kind.name} host ({human(cap * host_kind.capacity(r), r)})"
+        unplaceable.append(Unplaceable(traces.names[i], why))
     ok_idx = np.flatnonzero(~bad)
     Dp = D[ok_idx]
     say("first fit", 0.0)
@@ -188,6 +187,7 @@ def plan_consolidation(
     for g, idx in enumerate(groups):
         # each group gets its share of what is left of the budget
         group_deadline = start + (deadline - start) * (g + 1) / len(groups)
+
         def tick(hosts: int, g: int = g) -> None:
             done = (time.perf_counter() - start) / max(deadline - start, 1e-9)
             say(f"search, {hosts} hosts" if len(groups) == 1 else f"search, group {g + 1}", min(1.0, done))
