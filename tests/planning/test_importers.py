@@ -189,3 +189,11 @@ def test_plain_csv_errors(tmp_path: Path) -> None:
     f.write_text("server,timestamp,cpu\na,0,1\na,300,1\na,300\n")
     with pytest.raises(TraceFormatError, match=":4: 2 fields, expected 3"):
         load_traces([f], "csv")
+
+
+def test_planetlab_individual_files(planetlab_day: Path) -> None:
+    files = sorted(planetlab_day.iterdir())[:8]
+    ts = load_traces(files, "planetlab")
+    assert ts.names == tuple(f.name for f in files)
+    assert ts.capacity["cpu"].tolist() == [2500, 2500, 2000, 2000, 1000, 1000, 500, 500]
+    assert load_traces(files[:3]).n_servers == 3  # auto-detected

@@ -67,14 +67,23 @@ def read_planetlab_file(path: Path) -> np.ndarray:
     return np.array(values, dtype=np.float64)
 
 
+def _expand(source: Path | Sequence[Path]) -> tuple[list[Path], str]:
+    if isinstance(source, Path):
+        return _files(source), str(source)
+    return sorted(source, key=lambda p: p.name), "the given paths"
+
+
 def load_planetlab(
-    folder: Path, sizes: PlanetLabSizes | None = None, progress: Progress | None = None
+    source: Path | Sequence[Path], sizes: PlanetLabSizes | None = None, progress: Progress | None = None
 ) -> list[ServerTrace]:
-    """A CloudSim PlanetLab folder: one file per VM, one CPU percent per line every 5 minutes."""
+    """CloudSim PlanetLab traces (a folder, or files): one file per VM, one CPU percent per line
+    every 5 minutes. VMs are sized by their rank in file-name order (PlanetLabSizes)."""
     sizes = sizes or PlanetLabSizes()
-    files = _files(folder)
+    files, where = _expand(source)
     if not files:
-        raise EmptyInputError(f"{folder}: no trace files")
+        raise EmptyInputError(f"{where}: no trace files")
+    if len({f.name for f in files}) != len(files):
+        raise PlanningError(f"{where}: two trace files share a name (the name is the VM's)")
     series = []
     for k, f in enumerate(files):
         series.append(read_planetlab_file(f))
@@ -151,10 +160,14 @@ def read_bitbrains_file(path: Path) -> tuple[ServerTrace, dict[str, int]]:
     return trace, quirks
 
 
-def load_bitbrains(folder: Path, progress: Progress | None = None) -> tuple[list[ServerTrace], list[str]]:
-    files = [f for f in _files(folder) if f.suffix == ".csv"]
+def load_bitbrains(
+    source: Path | Sequence[Path], progress: Progress | None = None
+) -> tuple[list[ServerTrace], list[str]]:
+    """GWA-T-12 traces (a folder of N.csv, or files); returns the traces and notes on quirks."""
+    files, where = _expand(source)
+    files = [f for f in files if f.suffix == ".csv"]
     if not files:
-        raise EmptyInputError(f"{folder}: no .csv files")
+        raise EmptyInputError(f"{where}: no .csv files")
     out, seconds, over, unsorted = [], 0, 0, 0
     for k, f in enumerate(files):
         t, q = read_bitbrains_file(f)
@@ -383,23 +396,17 @@ def load_traces(
                 raise PlanningError(f"the inputs mix formats: {', '.join(sorted(kinds))}")
             fmt = kinds.pop()
         notes: list[str] = []
-        if fmt in ("planetlab", "bitbrains"):
-            traces: list[ServerTrace] = []
-            for p in ps:
-                if not p.is_dir():
-                    raise PlanningError(f"{p}: the {fmt} format is a folder of files")
-                if fmt == "planetlab":
-                    traces += load_planetlab(p, planetlab_sizes, progress)
-                else:
-                    t, n = load_bitbrains(p, progress)
-                    traces += t
-                    notes += n
+        files: list[Path] = []
+        for p in ps:
+            files += _files(p) if p.is_dir() else [p]
+        if not files:
+            raise EmptyInputError("no trace files")
+        if fmt == "planetlab":
+            traces = load_planetlab(files, planetlab_sizes, progress)
+        elif fmt == "bitbrains":
+            traces, more = load_bitbrains(files, progress)
+            notes += more
         else:
-            files: list[Path] = []
-            for p in ps:
-                files += _files(p) if p.is_dir() else [p]
-            if not files:
-                raise EmptyInputError("no trace files")
             traces = load_collect(files, progress) if fmt == "collect" else load_plain_csv(files, progress)
         ts = align(traces)
     return TraceSet(
