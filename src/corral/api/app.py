@@ -1,0 +1,471 @@
+"""The REST API: a FastAPI application over the same service layer as the CLI.
+
+Every endpoint calls service methods; nothing here decides anything about guests, images or the
+host. Errors come out as `{"error": message}` with the status of the CorralError (or 401, 403,
+404, 405, 422, 429 from the HTTP layer itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.websockets import WebSocketDisconnect
+
+from corral.api.auth import (
+    CSRF_HEADER,
+    PUBLIC_PATHS,
+    SESSION_COOKIE,
+    Authenticator,
+    AuthMiddleware,
+    Principal,
+    TooManyAttempts,
+)
+from corral.api.live import LiveStats
+from corral.core.errors import AdmissionRefused, CorralError, InvalidInput, NotFound
+from corral.core.spec import spec_from_mapping
+from corral.core.validate import check_domain_name, check_name
+from corral.monitoring.collector import parse_duration
+from corral.planning.errors import PlanFormatError, PlanningError
+from corral.planning.report import render_html, summary_lines
+from corral.planning.serialize import read_plan_json
+from corral.services.context import Corral
+from corral.services.users import UserStore, users_path
+
+log = logging.getLogger("corral.api")
+try:
+    __version__ = importlib.metadata.version("corral")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0+unknown"
+
+NameParam = Annotated[str, PathParam(description="Domain name", max_length=200)]
+SnapshotParam = Annotated[str, PathParam(description="Snapshot name", max_length=200)]
+
+
+# --- request bodies -------------------------------------------------------------------------------
+class LoadBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpu: float = Field(0, description="% of each vCPU kept busy")
+    disk: float = Field(0, description="KiB/s read + written")
+    net: float = Field(0, description="KiB/s sent")
+
+
+class SpecBody(BaseModel):
+    """The fields of a TOML spec file (and of `corral create`'s options)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"name": "web", "image": "tiny", "vcpus": 1, "memory": 256, "load": {"cpu": 15}}]})
+    name: str = Field(max_length=200)
+    image: str = Field(max_length=200)
+    vcpus: int = 1
+    memory: int = Field(256, description="MiB")
+    disk: float | None = Field(None, description="GiB")
+    iso: str | None = Field(None, description="absolute path of an ISO on the host, attached as a CD-ROM",
+                            max_length=4096)
+    load: LoadBody | str | None = Field(None, description="tiny image only: {cpu, disk, net} or 'cpu=15,net=32'")
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(max_length=200)
+    password: str = Field(max_length=1024)
+
+
+class NameBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=200)
+
+
+class ImportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=200)
+    path: str = Field(max_length=4096, description="a qcow2 or raw disk image, or an ISO, on the host")
+
+
+# --- helpers --------------------------------------------------------------------------------------
+def _spec(body: SpecBody) -> Any:
+    data = body.model_dump(exclude_none=True)
+    if body.iso is not None and not Path(body.iso).is_absolute():
+        raise InvalidInput(f"iso {body.iso!r} must be an absolute path on the host")
+    return spec_from_mapping(data)
+
+
+def _host_dict(corral: Corral) -> dict[str, Any]:
+    report = corral.host.report()
+    snap, cap = report.snapshot, report.capacity
+    return {
+        "hostname": snap.hostname, "cpu_model": snap.cpu_model, "cores": snap.cores,
+        "physical_cores": snap.physical_cores, "memory_mib": snap.memory_total_mib,
+        "memory_used_mib": snap.memory_used_mib, "cpu_pct": snap.cpu_pct, "kernel": snap.kernel,
+        "engine": report.accelerator.engine, "engine_reason": report.accelerator.reason,
+        "libvirt_uri": report.libvirt_uri, "guests_running": report.running_guests,
+        "guests_defined": report.defined_guests,
+        "network": report.network, "network_reason": report.network_reason,
+        "limits": dict(cap.limits.__dict__),
+        "capacity": {b.resource: {"unit": b.unit, "limit": b.limit, "used": b.used, "free": b.free}
+                     for b in cap.budgets},
+    }
+
+
+def _plan_path(corral: Corral, name: str) -> Path:
+    stem = name[:-5] if name.endswith(".json") else name
+    check_name(stem, "plan name")
+    path = corral.settings.data_dir / "plans" / f"{stem}.json"
+    if not path.is_file():
+        raise NotFound(f"no plan named {stem!r}")
+    return path
+
+
+def _read_plan(corral: Corral, name: str) -> dict[str, Any]:
+    path = _plan_path(corral, name)
+    try:
+        return read_plan_json(path)
+    except PlanFormatError as exc:
+        raise CorralError(f"plan {path.stem!r} cannot be read: {exc}") from None
+
+
+def _principal(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body" or len(error.get("loc", ())) == 1)
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
+    return "invalid request: " + "; ".join(parts[:5])
+
+
+PLACEHOLDER = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Corral</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h1>Corral</h1>
+<p>The web UI is coming. Until then, the REST API is here: see its documentation at
+<a href="/api/docs">/api/docs</a>.</p>
+</body></html>
+"""
+
+
+# --- the application ------------------------------------------------------------------------------
+def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: float | None = None,
+               authenticator: Authenticator | None = None) -> FastAPI:
+    """The API over `corral`. With `sampler`, the monitoring sampler runs while the app does."""
+    auth = authenticator or Authenticator(UserStore(users_path(corral.settings.data_dir)))
+    live = LiveStats(corral.monitoring, sample_interval_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if sampler:
+            live.start()
+        try:
+            yield
+        finally:
+            live.stop()
+
+    app = FastAPI(title="Corral", version=__version__, docs_url="/api/docs", redoc_url=None,
+                  openapi_url="/api/openapi.json", lifespan=lifespan,
+                  description="Run guests on one host, measure them, plan the consolidation. "
+                              "See docs/api.md for the authentication model.")
+    app.state.corral = corral
+    app.state.auth = auth
+    app.state.live = live
+    app.add_middleware(AuthMiddleware, auth=auth)
+
+    # --- errors -----------------------------------------------------------------------------------
+    @app.exception_handler(CorralError)
+    async def corral_error(_request: Request, exc: CorralError) -> JSONResponse:
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(PlanningError)
+    async def planning_error(_request: Request, exc: PlanningError) -> JSONResponse:
+        return _error(422, str(exc).replace("\n", " "))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    # --- public -------------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def placeholder() -> HTMLResponse:
+        return HTMLResponse(PLACEHOLDER)
+
+    api = APIRouter(prefix="/api")
+
+    @api.get("/health", tags=["session"])
+    def health() -> dict[str, Any]:
+        """Liveness; no authentication."""
+        return {"status": "ok", "version": __version__}
+
+    @api.post("/login", tags=["session"])
+    def login(body: LoginBody, request: Request, response: Response) -> dict[str, Any]:
+        """Start a session: sets the session cookie and returns the CSRF token to send as X-CSRF-Token."""
+        try:
+            session = auth.login(body.user, body.password)
+        except TooManyAttempts as exc:
+            retry = max(1, int(exc.retry_after_s + 0.999))
+            raise StarletteHTTPException(429, f"too many failed logins for {body.user!r}: retry in {retry} s",
+                                         headers={"Retry-After": str(retry)}) from None
+        if session is None:
+            raise StarletteHTTPException(401, "wrong user name or password")
+        response.set_cookie(SESSION_COOKIE, session.key, httponly=True, samesite="strict", path="/",
+                            secure=request.url.scheme == "https")
+        return {"user": session.user, "csrf_token": session.csrf, "idle_timeout_s": auth.session_idle_s}
+
+    @api.post("/logout", tags=["session"])
+    def logout(request: Request, response: Response) -> dict[str, Any]:
+        """End this session (a no-op for a bearer token)."""
+        principal = _principal(request)
+        if principal.session_key is not None:
+            auth.logout(principal.session_key)
+            response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
+                                   secure=request.url.scheme == "https")
+        return {"logged_out": principal.session_key is not None}
+
+    @api.get("/session", tags=["session"])
+    def whoami(request: Request) -> dict[str, Any]:
+        """Who is asking, and how (session or token)."""
+        principal = _principal(request)
+        return {"user": principal.user, "via": principal.via}
+
+    # --- host ---------------------------------------------------------------------------------------
+    @api.get("/host", tags=["host"])
+    def host() -> dict[str, Any]:
+        """The host: CPU, memory, engine (KVM or TCG, and why), capacity limits and what is free."""
+        return _host_dict(corral)
+
+    # --- domains ------------------------------------------------------------------------------------
+    @api.get("/domains", tags=["domains"])
+    def list_domains() -> list[dict[str, Any]]:
+        """Domain-0 first, then every guest, like `corral list --json`."""
+        return [row.as_dict() for row in corral.guests.listing()]
+
+    @api.post("/domains", tags=["domains"], status_code=201)
+    def create_domain(body: SpecBody, start: bool = False, wait: bool = False) -> dict[str, Any]:
+        """Define a guest from a spec (and start it with ?start=true; wait until up with &wait=true).
+        Refused with 507 when it would overload the host."""
+        return corral.guests.create(_spec(body), start=start, wait=wait).as_dict()
+
+    @api.post("/domains/check", tags=["domains"])
+    def check_domain(body: SpecBody, start: bool = True) -> dict[str, Any]:
+        """Would this guest fit? Beside the running guests (?start=true, the default) or on an empty
+        host (?start=false, what `create` without `start` checks)."""
+        spec = _spec(body)
+        try:
+            corral.guests.check_admission(spec.name, spec.vcpus, spec.memory_mib, spec.load.declared_cpu_pct,
+                                          beside_running=start)
+        except AdmissionRefused as exc:
+            return {"fits": False, "exceeded": exc.message, "beside_running": start}
+        return {"fits": True, "exceeded": None, "beside_running": start}
+
+    @api.get("/domains/{name}", tags=["domains"])
+    def domain_info(name: NameParam) -> dict[str, Any]:
+        """Everything about one guest, like `corral info --json`."""
+        return corral.guests.info(check_domain_name(name)).as_dict()
+
+    @api.delete("/domains/{name}", tags=["domains"])
+    def delete_domain(name: NameParam, keep_disks: bool = False) -> dict[str, Any]:
+        """Delete a guest (powered off first): the domain, its overlay disks, its console log."""
+        kept = corral.guests.delete(check_domain_name(name), keep_disks=keep_disks)
+        return {"deleted": name, "kept": kept}
+
+    @api.post("/domains/{name}/start", tags=["domains"])
+    def start_domain(name: NameParam, wait: bool = False) -> dict[str, Any]:
+        """Start a guest (507 when it would overload the host); ?wait=true returns when it is up."""
+        return corral.guests.start(check_domain_name(name), wait=wait).as_dict()
+
+    @api.post("/domains/{name}/shutdown", tags=["domains"])
+    def shutdown_domain(name: NameParam, timeout: Annotated[float, Query(gt=0, le=3600)] = 60,
+                        force: bool = False) -> dict[str, Any]:
+        """ACPI power button, then wait up to `timeout` s; with force, power off what is still running."""
+        return corral.guests.shutdown(check_domain_name(name), timeout_s=timeout, force=force).as_dict()
+
+    @api.post("/domains/{name}/poweroff", tags=["domains"])
+    def poweroff_domain(name: NameParam) -> dict[str, Any]:
+        """Pull the plug."""
+        return corral.guests.poweroff(check_domain_name(name)).as_dict()
+
+    @api.post("/domains/{name}/reboot", tags=["domains"])
+    def reboot_domain(name: NameParam) -> dict[str, Any]:
+        return corral.guests.reboot(check_domain_name(name)).as_dict()
+
+    @api.post("/domains/{name}/pause", tags=["domains"])
+    def pause_domain(name: NameParam) -> dict[str, Any]:
+        return corral.guests.pause(check_domain_name(name)).as_dict()
+
+    @api.post("/domains/{name}/resume", tags=["domains"])
+    def resume_domain(name: NameParam) -> dict[str, Any]:
+        return corral.guests.resume(check_domain_name(name)).as_dict()
+
+    @api.post("/domains/{name}/clone", tags=["domains"], status_code=201)
+    def clone_domain(name: NameParam, body: NameBody) -> dict[str, Any]:
+        """Copy a shut-off guest under a new name (`{"name": "copy"}`)."""
+        return corral.guests.clone(check_domain_name(name), body.name).as_dict()
+
+    @api.get("/domains/{name}/snapshots", tags=["snapshots"])
+    def list_snapshots(name: NameParam) -> list[dict[str, Any]]:
+        return [s.__dict__ for s in corral.guests.snapshot_list(check_domain_name(name))]
+
+    @api.post("/domains/{name}/snapshots", tags=["snapshots"], status_code=201)
+    def create_snapshot(name: NameParam, body: NameBody) -> dict[str, Any]:
+        """Snapshot a guest (`{"name": "before-upgrade"}`), memory too when it runs."""
+        return dict(corral.guests.snapshot_create(check_domain_name(name), body.name).__dict__)
+
+    @api.post("/domains/{name}/snapshots/{snapshot}/revert", tags=["snapshots"])
+    def revert_snapshot(name: NameParam, snapshot: SnapshotParam) -> dict[str, Any]:
+        return corral.guests.snapshot_revert(check_domain_name(name), snapshot).as_dict()
+
+    @api.delete("/domains/{name}/snapshots/{snapshot}", tags=["snapshots"])
+    def delete_snapshot(name: NameParam, snapshot: SnapshotParam) -> dict[str, Any]:
+        corral.guests.snapshot_delete(check_domain_name(name), snapshot)
+        return {"deleted": snapshot, "domain": name}
+
+    @api.post("/domains/{name}/console-ticket", tags=["domains"])
+    def console_ticket(name: NameParam, request: Request) -> dict[str, Any]:
+        """A one-time ticket (valid 30 s, tied to this session or token) for the guest's console."""
+        checked = check_domain_name(name)
+        corral.libvirt.state(checked)  # NotFound for an unknown domain
+        ticket = auth.issue_ticket(_principal(request), checked)
+        return {"ticket": ticket, "domain": checked, "expires_in_s": 30}
+
+    # --- images -------------------------------------------------------------------------------------
+    @api.get("/images", tags=["images"])
+    def list_images() -> list[dict[str, Any]]:
+        return [r.as_dict() for r in corral.images.records()]
+
+    @api.post("/images", tags=["images"], status_code=201)
+    def import_image(body: ImportBody) -> dict[str, Any]:
+        """Register a disk image or ISO where it is (`{"name", "path"}`); it is never written to."""
+        return corral.images.import_image(body.name, body.path).as_dict()
+
+    @api.post("/images/tiny/build", tags=["images"])
+    def build_tiny(force: bool = False) -> dict[str, Any]:
+        """Build the built-in tiny image (returns when done; a cached build returns at once)."""
+        return corral.images.build_tiny(force=force).as_dict()
+
+    @api.delete("/images/{name}", tags=["images"])
+    def remove_image(name: Annotated[str, PathParam(max_length=200)]) -> dict[str, Any]:
+        """Forget an image (409 while guests use it). A built image's files go too; an imported file stays."""
+        check_name(name, "image name")
+        users = [r.name for r in corral.libvirt.rows() if corral.guests.info(r.name).image == name]
+        corral.images.remove(name, users)
+        return {"deleted": name}
+
+    # --- monitoring -----------------------------------------------------------------------------------
+    @api.get("/stats/live", tags=["stats"])
+    def live_stats() -> dict[str, Any]:
+        """The latest interval's samples from the sampler running inside `corral serve`."""
+        return {"sampler": live.running, "interval_s": live.interval_s or corral.settings.monitor.interval_s,
+                "error": live.error, "samples": live.latest}
+
+    @api.get("/stats/{domain}", tags=["stats"])
+    def stats_history(domain: Annotated[str, PathParam(max_length=200, description="a guest or Domain-0")],
+                      since: Annotated[str, Query(max_length=32)] = "1h",
+                      resource: Literal["cpu", "mem", "disk", "net"] | None = None,
+                      resolution: Literal["auto", "raw", "rollup"] = "auto") -> list[dict[str, Any]]:
+        """History from the store, like `corral stats NAME --json`."""
+        check_name(domain, "domain name")
+        return corral.monitoring.history(domain, parse_duration(since, "since"), resource, resolution)
+
+    # --- plans ----------------------------------------------------------------------------------------
+    @api.get("/plans", tags=["plans"])
+    def list_plans() -> list[dict[str, Any]]:
+        """Plan files (`corral plan --out`) in <data_dir>/plans/."""
+        folder = corral.settings.data_dir / "plans"
+        result = []
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            st = path.stat()
+            result.append({"name": path.stem, "size_bytes": st.st_size, "modified": st.st_mtime})
+        return result
+
+    @api.get("/plans/{name}", tags=["plans"])
+    def get_plan(name: Annotated[str, PathParam(max_length=200)]) -> dict[str, Any]:
+        """The plan JSON, plus its one-line summary as `summary`."""
+        data = _read_plan(corral, name)
+        return {**data, "summary": summary_lines(data)}
+
+    @api.get("/plans/{name}/report", tags=["plans"], response_class=HTMLResponse)
+    def plan_report(name: Annotated[str, PathParam(max_length=200)]) -> HTMLResponse:
+        """The self-contained HTML report of a plan."""
+        return HTMLResponse(render_html(_read_plan(corral, name)))
+
+    # --- WebSocket ------------------------------------------------------------------------------------
+    @api.websocket("/ws/stats")
+    async def ws_stats(websocket: WebSocket) -> None:
+        """Each interval's samples as one JSON array; the latest interval right away, if there is one."""
+        await websocket.accept()
+        queue = live.subscribe()
+        try:
+            if live.latest:
+                await websocket.send_json(live.latest)
+            while True:
+                receive = asyncio.ensure_future(websocket.receive())
+                get = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({receive, get}, return_when=asyncio.FIRST_COMPLETED)
+                if receive in done:
+                    get.cancel()
+                    if receive.result().get("type") == "websocket.disconnect":
+                        return
+                    continue
+                receive.cancel()
+                await websocket.send_json(get.result())
+        except WebSocketDisconnect:
+            return
+        finally:
+            live.unsubscribe(queue)
+
+    app.include_router(api)
+
+    @app.get("/metrics", tags=["metrics"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """Prometheus text exposition; needs `Authorization: Bearer <token>`."""
+        return PlainTextResponse(corral.monitoring.prometheus_text(),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "an API token: corral user token"},
+                "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
+                            "description": f"from POST /api/login; unsafe methods also need {CSRF_HEADER}"},
+            }
+            for path, operations in schema.get("paths", {}).items():
+                for operation in operations.values():
+                    if path in PUBLIC_PATHS:
+                        operation["security"] = []
+                    elif path == "/metrics":
+                        operation["security"] = [{"bearer": []}]
+                    else:
+                        operation["security"] = [{"bearer": []}, {"session": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
