@@ -62,6 +62,22 @@ def sizes(D: FloatArray) -> FloatArray:
     return np.asarray(D.max(axis=2).sum(axis=1) + D.mean(axis=2).sum(axis=1))
 
 
+def host_loads(assign: IntArray, rows: FloatArray, m: int) -> FloatArray:
+    """Sum of ``rows`` per host: (m, ...) for hosts 0..m-1 (servers with -1 are left out).
+    Sort + reduceat: much faster than np.add.at."""
+    keep = (assign >= 0) & (assign < m)
+    a = assign[keep]
+    r = rows[keep]
+    out = np.zeros((m, *rows.shape[1:]), dtype=rows.dtype)
+    if a.size == 0:
+        return out
+    order = np.argsort(a, kind="stable")
+    a = a[order]
+    hosts, starts = np.unique(a, return_index=True)
+    out[hosts] = np.add.reduceat(r[order], starts, axis=0)
+    return out
+
+
 def assignment_to_hosts(assign: IntArray) -> list[list[int]]:
     """Group server indices by host (hosts renumbered 0..m-1 in order of first appearance)."""
     hosts: dict[int, list[int]] = {}
@@ -151,8 +167,7 @@ def empty_hosts(D: FloatArray, assign: IntArray, lim: Limits, deadline: float) -
     assign = compact(assign)
     flat = D.reshape(n, R * T)
     m = int(assign.max()) + 1 if (assign >= 0).any() else 0
-    loads = np.zeros((m, R * T))
-    np.add.at(loads, assign[assign >= 0], flat[assign >= 0])
+    loads = host_loads(assign, flat, m).astype(np.float64)
     alive = np.ones(m, dtype=bool)
     sz = sizes(D)
 
@@ -366,8 +381,7 @@ def repair_to_m(
     Returns a feasible assignment on <= m hosts, or None at ``deadline``."""
     n, R, T = D.shape
     flat = D.reshape(n, R * T)
-    loads = np.zeros((m, R * T), dtype=D.dtype)
-    np.add.at(loads, assign, flat)
+    loads = host_loads(assign, flat, m)
     _overflow = penalty_fn(lim, R, T)
     over = _overflow(loads)
     tabu_until = np.zeros((n, m), dtype=np.int64)
@@ -379,8 +393,7 @@ def repair_to_m(
         if (it & 15) == 0 and time.perf_counter() > deadline:
             return None
         if (it & 255) == 255:  # no drift from incremental updates
-            loads[:] = 0.0
-            np.add.at(loads, assign, flat)
+            loads = host_loads(assign, flat, m)
             over = _overflow(loads)
         it += 1
         b = int(bad[rng.integers(bad.size)]) if rng.random() < 0.3 else int(bad[np.argmax(over[bad])])
@@ -482,8 +495,7 @@ def drop_one_host(
     n, R, T = D.shape
     flat = D.reshape(n, R * T)
     m = int(assign.max()) + 1
-    loads = np.zeros((m, R * T))
-    np.add.at(loads, assign, flat)
+    loads = host_loads(assign, flat, m).astype(np.float64)
     if h is None:
         h = int(np.argmin(loads.sum(axis=1)))
     keep = np.flatnonzero(np.arange(m) != h)
@@ -509,14 +521,12 @@ def _best_drop(D: FloatArray, assign: IntArray, lim: Limits, tries: int) -> IntA
     n, R, T = D.shape
     flat = D.reshape(n, R * T)
     m = int(assign.max()) + 1
-    loads = np.zeros((m, R * T))
-    np.add.at(loads, assign, flat)
+    loads = host_loads(assign, flat, m).astype(np.float64)
     pen = penalty_fn(lim, R, T)
     best: tuple[float, IntArray] | None = None
     for h in np.argsort(loads.sum(axis=1))[: max(1, tries)].tolist():
         trial = drop_one_host(D, assign, lim, h)
-        after = np.zeros((m - 1, R * T))
-        np.add.at(after, trial, flat)
+        after = host_loads(trial, flat, m - 1)
         total = float(pen(after).sum())
         if best is None or total < best[0]:
             best = (total, trial)

@@ -307,12 +307,10 @@ def host_utilization(
 ) -> npt.NDArray[np.float64]:
     """(hosts, steps): each host's summed demand / its capacity for ``resource`` (zeros if absent)."""
     m = int(assignment.max()) + 1 if (assignment >= 0).any() else 0
-    out = np.zeros((m, traces.n_steps))
     if resource not in traces.demand or m == 0:
-        return out
-    placed = assignment >= 0
-    np.add.at(out, assignment[placed], traces.demand[resource][placed])
-    return out / kind.capacity(resource)
+        return np.zeros((m, traces.n_steps))
+    loads = pk.host_loads(assignment, traces.demand[resource], m)
+    return np.asarray(loads / kind.capacity(resource), dtype=np.float64)
 
 
 def replay(
