@@ -1,0 +1,92 @@
+"""Fixtures of the REST API tests: a user with a password and an API token in the test data folder,
+and an in-process client of the app over the real Corral (real libvirt daemon) with a fake clock."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's note about httpx vs httpx2
+    from fastapi.testclient import TestClient
+
+from corral.api.app import create_app
+from corral.api.auth import Authenticator
+from corral.config import Settings
+from corral.services.context import Corral
+from corral.services.users import UserStore, users_path
+
+USER = "alice"
+PASSWORD = "correct horse battery"
+
+
+def unique(stem: str) -> str:
+    """A guest name the cleanup fixtures recognise (ct-) that nothing else uses."""
+    return f"ct-api-{stem}-{uuid.uuid4().hex[:6]}"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass(frozen=True)
+class Credentials:
+    store: UserStore
+    token: str
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture(scope="session")
+def credentials(settings: Settings) -> Credentials:
+    store = UserStore(users_path(settings.data_dir))
+    if not store.exists(USER):
+        store.add(USER, PASSWORD)
+    token, _ = store.create_token(USER, "tests")
+    return Credentials(store, token)
+
+
+@dataclass
+class Api:
+    client: TestClient
+    corral: Corral
+    auth: Authenticator
+    clock: Clock
+    creds: Credentials
+    csrf: str | None = field(default=None)
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return self.creds.bearer
+
+    def login(self, user: str = USER, password: str = PASSWORD) -> str:
+        response = self.client.post("/api/login", json={"user": user, "password": password})
+        assert response.status_code == 200, response.text
+        self.csrf = str(response.json()["csrf_token"])
+        return self.csrf
+
+    @property
+    def csrf_header(self) -> dict[str, str]:
+        assert self.csrf is not None, "log in first"
+        return {"X-CSRF-Token": self.csrf}
+
+
+@pytest.fixture
+def api(corral: Corral, credentials: Credentials) -> Iterator[Api]:
+    clock = Clock()
+    auth = Authenticator(credentials.store, clock=clock)
+    with TestClient(create_app(corral, authenticator=auth)) as client:
+        yield Api(client, corral, auth, clock, credentials)
