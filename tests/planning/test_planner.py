@@ -3,7 +3,7 @@ bound is a bound, and CP-SAT's optimum sits between them on small instances."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -207,3 +207,34 @@ def test_planetlab_day_bounds_and_quality(planetlab_day: object) -> None:
 
 def _names(n: int) -> Sequence[str]:
     return [f"s{i}" for i in range(n)]
+
+
+def _partitions(items: list[int]) -> Iterator[list[list[int]]]:
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _partitions(rest):
+        for k in range(len(part)):
+            yield [*part[:k], [first, *part[k]], *part[k + 1 :]]
+        yield [[first], *part]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_percentile_lower_bound_below_brute_force_optimum(data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, 6))
+    T = data.draw(st.integers(1, 8))
+    k = data.draw(st.integers(0, 3))
+    cap = data.draw(st.sampled_from([0.5, 0.7, 0.85]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    D = rng.uniform(0, 1.0, (n, 1, T)) * (rng.random((n, 1, T)) < 0.8)
+    lim = pk.Limits(k=k, hard=1 / cap)
+    D = D[pk.hosts_ok(D, lim)]  # placeable servers only
+    if D.shape[0] == 0:
+        return
+    opt = min(len(p) for p in _partitions(list(range(D.shape[0]))) if all(pk.host_ok(D[b].sum(axis=0), lim) for b in p))
+    lb, _ = pk.lower_bound(D, lim)
+    heur = pk.first_fit_decreasing(D, lim)
+    assert pk.check_assignment(D, heur, lim)
+    assert lb <= opt <= int(heur.max()) + 1
