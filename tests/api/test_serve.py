@@ -1,0 +1,195 @@
+"""`corral serve` as a real process on loopback, and `corral user ...` on the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+from websockets.sync.client import connect
+
+from corral.cli.serve import parse_listen, register
+from corral.config import Settings
+from corral.core.errors import Conflict, InvalidInput, NotFound
+from corral.services.users import UserStore, users_path
+
+from .conftest import PASSWORD, USER, Credentials
+
+pytestmark = pytest.mark.libvirt
+
+
+def serve_command() -> list[str]:
+    """`corral serve` once cli/main.py registers it; `python -m corral.cli.serve serve` until then."""
+    from corral.cli.main import app
+
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    if "serve" in names:
+        return [str(Path(sys.executable).parent / "corral"), "serve"]
+    return [sys.executable, "-m", "corral.cli.serve", "serve"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _env(data_dir: Path, config: Path) -> dict[str, str]:
+    return {**os.environ, "CORRAL_DATA_DIR": str(data_dir), "CORRAL_CONFIG": str(config)}
+
+
+@pytest.fixture
+def server(settings: Settings, credentials: Credentials, tmp_path: Path) -> Iterator[str]:
+    config = tmp_path / "config.toml"
+    config.write_text("[monitor]\ninterval_s = 0.5\n")
+    port = free_port()
+    proc = subprocess.Popen([*serve_command(), "--listen", f"127.0.0.1:{port}"], env=_env(settings.data_dir, config),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "corral serve did not answer within 30 s"
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean stop
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_serve_over_real_http(server: str, credentials: Credentials) -> None:
+    assert httpx.get(f"{server}/api/domains").status_code == 401
+    assert "/api/docs" in httpx.get(f"{server}/").text
+    with httpx.Client(base_url=server) as client:
+        login = client.post("/api/login", json={"user": USER, "password": PASSWORD})
+        assert login.status_code == 200
+        assert "HttpOnly" in login.headers["set-cookie"] and "SameSite=strict" in login.headers["set-cookie"]
+        csrf = login.json()["csrf_token"]
+        rows = client.get("/api/domains").json()
+        assert rows[0]["name"] == "Domain-0"
+        spec = {"name": "ct-api-http", "image": "tiny"}
+        assert client.post("/api/domains/check", json=spec).status_code == 403
+        check = client.post("/api/domains/check", json=spec, headers={"X-CSRF-Token": csrf})
+        assert check.status_code == 200 and check.json()["fits"] is True
+        assert client.get("/metrics").status_code == 401
+    metrics = httpx.get(f"{server}/metrics", headers=credentials.bearer)
+    assert metrics.status_code == 200
+    ws_url = server.replace("http://", "ws://") + "/api/ws/stats"
+    with connect(ws_url, additional_headers=credentials.bearer, open_timeout=10) as ws:
+        samples = json.loads(ws.recv(timeout=10))
+    assert samples[0]["domain"] == "Domain-0"
+    live = httpx.get(f"{server}/api/stats/live", headers=credentials.bearer).json()
+    assert live["sampler"] is True and live["interval_s"] == 0.5
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:18931", "[::]:18931", "192.0.2.1:18931", "example.org:18931"])
+def test_serve_refuses_other_addresses_without_users(tmp_path: Path, listen: str) -> None:
+    result = subprocess.run([*serve_command(), "--listen", listen], env=_env(tmp_path, tmp_path / "none.toml"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "refusing to listen" in result.stderr and "corral user add" in result.stderr
+
+
+def test_serve_on_loopback_without_users_warns_and_refuses_every_call(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([*serve_command(), "--listen", f"127.0.0.1:{port}", "--no-sampler"],
+                            env=_env(tmp_path, tmp_path / "none.toml"), stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        assert "no users yet" in proc.stderr.readline()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/host", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert response.status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    assert parse_listen(":8081") == ("127.0.0.1", 8081)
+    for bad in ("8080", "host:", "host:http", "host:70000", "a b:80", "h/x:80"):
+        with pytest.raises(InvalidInput):
+            parse_listen(bad)
+
+
+# --- corral user ----------------------------------------------------------------------------------
+@pytest.fixture
+def cli(tmp_path: Path) -> tuple[typer.Typer, Path]:
+    app = typer.Typer()
+    fake = SimpleNamespace(settings=SimpleNamespace(data_dir=tmp_path))
+    register(app, lambda: fake, Console(), Console(stderr=True))  # type: ignore[arg-type, return-value]
+    return app, tmp_path
+
+
+def test_user_commands(cli: tuple[typer.Typer, Path]) -> None:
+    app, data = cli
+    runner = CliRunner()
+    added = runner.invoke(app, ["user", "add", "bob"], input="a long password\n")
+    assert added.exit_code == 0, added.output
+    path = users_path(data)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert "a long password" not in text and "scrypt$" in text
+    store = UserStore(path)
+    assert store.authenticate("bob", "a long password") and not store.authenticate("bob", "a long passwor")
+
+    again = runner.invoke(app, ["user", "add", "bob"], input="another password\n")
+    assert isinstance(again.exception, Conflict)
+    short = runner.invoke(app, ["user", "add", "carol"], input="short\n")
+    assert isinstance(short.exception, InvalidInput) and "too short" in short.exception.message
+    bad = runner.invoke(app, ["user", "add", "a'b"], input="a long password\n")
+    assert isinstance(bad.exception, InvalidInput)
+
+    made = runner.invoke(app, ["user", "token", "bob", "--label", "backup script"])
+    assert made.exit_code == 0
+    token = made.stdout.strip().splitlines()[-1]
+    assert token.startswith("corral_")
+    owner = store.token_owner(token)
+    assert owner is not None and owner[0] == "bob"
+    assert token.split(".", 1)[1] not in path.read_text()  # only its hash is kept
+    assert store.token_owner(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+
+    listed = json.loads(runner.invoke(app, ["user", "list", "--json"]).stdout)
+    assert listed[0]["name"] == "bob" and listed[0]["tokens"][0]["label"] == "backup script"
+    assert "password" not in json.dumps(listed) and "hash" not in json.dumps(listed)
+
+    revoked = runner.invoke(app, ["user", "revoke", "bob", owner[1]])
+    assert revoked.exit_code == 0 and store.token_owner(token) is None
+    assert runner.invoke(app, ["user", "remove", "bob"]).exit_code == 0
+    assert not store.exists("bob")
+    missing = runner.invoke(app, ["user", "remove", "bob"])
+    assert isinstance(missing.exception, NotFound)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
