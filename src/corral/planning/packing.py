@@ -102,11 +102,15 @@ def first_fit_decreasing(D: FloatArray, lim: Limits, order: IntArray | None = No
     assign = np.full(n, -1, dtype=np.int64)
     cap_hosts = 16
     loads = np.zeros((cap_hosts, R, T))
+    loads_flat = loads.reshape(cap_hosts, R * T)
     total = np.zeros(cap_hosts)
     hmax = np.zeros(cap_hosts)
     m = 0
     alone = hosts_ok(D, lim)
-    peaks = D.reshape(n, -1).max(axis=1)
+    d_flat = D.reshape(n, -1)
+    peaks = d_flat.max(axis=1)
+    n_top = min(4, d_flat.shape[1])
+    top_steps = np.argpartition(d_flat, -n_top, axis=1)[:, -n_top:]
     for i in order.tolist():
         if not alone[i]:
             continue
@@ -115,7 +119,12 @@ def first_fit_decreasing(D: FloatArray, lim: Limits, order: IntArray | None = No
         if m:
             # hosts whose peak + the server's peak stays under 1 need no full check
             sure = (hmax[:m] + peaks[i]) <= 1.0 + EPS
-            cand = np.ones(m, dtype=bool) if lim.k else ~sure
+            if lim.k:
+                cand = np.ones(m, dtype=bool)
+            else:
+                # cheap filter first: the server's busiest steps must fit
+                top = top_steps[i]
+                cand = ~sure & np.all(loads_flat[:m][:, top] + d_flat[i, top] <= 1.0 + EPS, axis=1)
             ok = sure.copy()
             if cand.any():
                 idx = np.flatnonzero(cand)
@@ -127,6 +136,7 @@ def first_fit_decreasing(D: FloatArray, lim: Limits, order: IntArray | None = No
             if m == cap_hosts:
                 cap_hosts *= 2
                 loads = np.concatenate([loads, np.zeros_like(loads)])
+                loads_flat = loads.reshape(cap_hosts, R * T)
                 total = np.concatenate([total, np.zeros_like(total)])
                 hmax = np.concatenate([hmax, np.zeros_like(hmax)])
             chosen = m
