@@ -14,7 +14,7 @@ from corral.planning.errors import (
 from corral.planning.formats import COLLECT_COLUMNS, CollectSample, collect_header, format_collect_row
 from corral.planning.importers import PlanetLabSizes, load_traces
 from corral.planning.model import RESOURCES, ServerTrace, TraceSet, align, make_traceset
-from corral.planning.planner import Plan, Validation, plan_consolidation, replay, validate_plan
+from corral.planning.planner import Plan, Validation, kinds_that_fit, plan_consolidation, replay, validate_plan
 from corral.planning.report import render_html, summary_lines, write_html_report
 from corral.planning.serialize import plan_to_json, read_plan_json, write_plan_json
 
@@ -42,6 +42,7 @@ __all__ = [
     "demo_traceset",
     "format_collect_row",
     "get_kind",
+    "kinds_that_fit",
     "load_catalog",
     "load_traces",
     "make_traceset",
