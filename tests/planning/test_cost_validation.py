@@ -67,3 +67,11 @@ def test_replay_counts_overloads() -> None:
     assert v.servers_missing == ("gone",) and v.servers_new == ("new",) and v.servers_matched == 2
     assert v.max_utilization == pytest.approx(6000 / 5320)
     assert v.over_cap_fraction == pytest.approx(2 / 8)
+
+
+def test_catalog_toml_roundtrip(tmp_path: Path) -> None:
+    from corral.planning.catalog import catalog_to_toml, parse_catalog
+
+    kinds = load_catalog()
+    again = parse_catalog(catalog_to_toml(kinds))
+    assert again == kinds

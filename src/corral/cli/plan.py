@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from corral.planning.catalog import get_kind, load_catalog
+from corral.planning.catalog import catalog_to_toml, get_kind, load_catalog
 from corral.planning.cost import CostParams, parse_cost_params
 from corral.planning.errors import PlanningError
 from corral.planning.importers import FORMATS, load_traces
@@ -179,10 +179,14 @@ def register(app: typer.Typer) -> None:
     def host_kinds_cmd(
         catalog: Path | None = typer.Option(None, "--catalog", help="TOML file of extra/overriding host kinds."),
         as_json: bool = typer.Option(False, "--json", help="Print the catalog as JSON."),
+        as_toml: bool = typer.Option(False, "--toml", help="Print the catalog as a TOML file for --catalog."),
     ) -> None:
         """List the host kinds the planner knows."""
         with _errors():
             kinds = load_catalog(catalog)
+        if as_toml:
+            print(catalog_to_toml(kinds), end="")
+            return
         if as_json:
             print(json.dumps([k.to_json() for k in kinds.values()], indent=1))
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -185,6 +186,26 @@ def load_catalog(path: str | Path | None = None) -> dict[str, HostKind]:
             raise CatalogError(f"{p}: cannot read: {exc.strerror}") from None
         kinds.update(parse_catalog(text, str(p)))
     return kinds
+
+
+def catalog_to_toml(kinds: Mapping[str, HostKind]) -> str:
+    """The kinds as a catalog TOML file (the format ``load_catalog`` reads), e.g. to start your own."""
+
+    def num(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+    parts = []
+    for k in kinds.values():
+        j = k.to_json()
+        parts.append(
+            f"[kinds.{k.name}]\n"
+            f"description = {json.dumps(k.description)}\n"
+            f"cores = {k.cores}\ncore_mhz = {num(k.core_mhz)}\nspeed = {num(k.speed)}\n"
+            f"mem_gb = {num(j['mem_gb'])}\ndisk_mb_s = {num(j['disk_mb_s'])}\nnet_mb_s = {num(j['net_mb_s'])}\n"
+            f"power_w = [{', '.join(num(w) for w in k.power_w)}]\n"
+            f"price = {num(k.price)}\nupkeep_per_year = {num(k.upkeep_per_year)}\nrack_units = {num(k.rack_units)}\n"
+        )
+    return "\n".join(parts)
 
 
 def get_kind(kinds: Mapping[str, HostKind], name: str) -> HostKind:
