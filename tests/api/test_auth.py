@@ -80,7 +80,7 @@ def test_login_sets_a_strict_httponly_cookie_and_logout_ends_the_session(api: Ap
 
 
 def test_cookie_is_secure_over_https(api: Api) -> None:
-    api.client.base_url = "https://testserver"  # type: ignore[assignment]
+    api.client.base_url = "https://testserver"
     response = api.client.post("/api/login", json={"user": USER, "password": PASSWORD})
     assert "Secure" in response.headers["set-cookie"]
 
