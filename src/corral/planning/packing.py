@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-EPS = 1e-9
+EPS = 1e-12  # feasibility tolerance on normalized loads (float rounding only)
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.floating[Any]]  # float64, or float32 inside the repair search
 

@@ -321,6 +321,11 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
                 ],
             )
         )
+        if d["percentile"] is not None:
+            out.append(
+                f"<p>The plan allows each host {_pct(1 - d['percentile'] / 100, 1)} of its steps above the cap "
+                f"(percentile {d['percentile']}); compare with the share above.</p>"
+            )
         out.append(
             f"<p>Worst host utilization {_pct(v['max_utilization'])}; mean excess over the cap when above it "
             f"{_pct(v['mean_excess_over_cap'])}. The cap and the percentile are the lever for this risk: a "
