@@ -182,9 +182,7 @@ def image_import(name: Annotated[str, typer.Argument(help="Name to register it u
 @image_app.command("remove")
 def image_remove(name: Annotated[str, typer.Argument()]) -> None:
     """Forget an image (a built image's files are deleted; an imported file stays)."""
-    c = corral()
-    users = [r.name for r in c.libvirt.rows() if (c.guests.info(r.name).image == name)]
-    c.images.remove(name, users)
+    corral().guests.remove_image(name)
     out.print(f"removed image {name}")
 
 

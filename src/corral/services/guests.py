@@ -426,6 +426,15 @@ class GuestService:
                                        row.cpu_time_ns / 1e9))
         return listed
 
+    def remove_image(self, image: str) -> None:
+        """Forget an image, refused while any guest (running or not) is made from it."""
+        users = []
+        for row in self.libvirt.rows():
+            meta = parse_domain_xml(self.libvirt.xml(row.name, inactive=True)).meta
+            if meta is not None and meta.image == image:
+                users.append(row.name)
+        self.images.remove(image, users)
+
     def open_console(self, name: str) -> SerialConsole:
         self._require_active(name, "open the console of")
         return SerialConsole(self.libvirt.uri, name)
