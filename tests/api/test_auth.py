@@ -203,3 +203,20 @@ def _spec(name: str) -> Any:
     from corral.core.spec import GuestSpec
 
     return GuestSpec(name, "tiny", memory_mib=128)
+
+
+def test_concurrent_guesses_cannot_slip_past_the_rate_limit(api: Api) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from corral.api.auth import TooManyAttempts
+
+    def guess(i: int) -> str:
+        try:
+            return "wrong" if api.auth.login(USER, f"guess-number-{i}") is None else "in"
+        except TooManyAttempts:
+            return "limited"
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(guess, range(16)))
+    assert outcomes.count("wrong") == 5 and outcomes.count("limited") == 11
+

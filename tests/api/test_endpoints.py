@@ -6,6 +6,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from corral.api.app import create_app
 from corral.api.auth import Authenticator
+from corral.config import Settings
 from corral.planning import demo_traceset, load_catalog, plan_consolidation, plan_to_json, write_plan_json
-from corral.services.context import Corral
+from corral.services.context import Corral, open_corral
 
 from .conftest import Api, Clock, Credentials, unique
 
@@ -261,3 +263,10 @@ def test_sampler_feeds_live_stats_websocket_history_and_metrics(corral: Corral, 
         with client.websocket_connect("/api/ws/stats", headers={"Origin": "http://testserver"}) as ws:
             assert ws.receive_json()[0]["domain"] == "Domain-0"
     assert app.state.live.running is False  # the sampler stops with the app
+
+
+def test_libvirt_down_is_502(settings: Settings, credentials: Credentials) -> None:
+    broken = open_corral(replace(settings, libvirt_uri="qemu+unix:///system?socket=/nonexistent/libvirt-sock"))
+    with TestClient(create_app(broken)) as client:
+        response = client.get("/api/domains", headers=credentials.bearer)
+    assert response.status_code == 502 and "cannot connect to libvirt" in response.json()["error"]

@@ -193,3 +193,21 @@ def test_user_commands(cli: tuple[typer.Typer, Path]) -> None:
     missing = runner.invoke(app, ["user", "remove", "bob"])
     assert isinstance(missing.exception, NotFound)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_password_prompt_asks_twice_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corral.cli import serve as serve_module
+
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    answers = iter(["first password", "first password", "one password", "another one"])
+    prompts: list[str] = []
+
+    def fake_getpass(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr(serve_module.getpass, "getpass", fake_getpass)
+    assert serve_module.read_password() == "first password"
+    with pytest.raises(InvalidInput, match="differ"):
+        serve_module.read_password()
+    assert prompts == ["Password: ", "Password (again): "] * 2

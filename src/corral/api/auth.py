@@ -96,20 +96,22 @@ class Authenticator:
 
     # --- login ----------------------------------------------------------------------------------
     def login(self, user: str, password: str) -> Session | None:
-        """A new session when the password is right; None when not. TooManyAttempts when rate limited."""
+        """A new session when the password is right; None when not. TooManyAttempts when rate limited.
+
+        An attempt counts as a failure from the moment it begins (and is forgiven when it succeeds), so
+        concurrent guesses cannot slip past the limit while their passwords are being checked.
+        """
         key = user.lower()
         now = self.clock()
         with self._lock:
-            failures = self._failures.get(key)
-            if failures is not None:
-                while failures.times and failures.times[0] <= now - LOGIN_WINDOW_S:
-                    failures.times.popleft()
-                if len(failures.times) >= LOGIN_FAILURES:
-                    raise TooManyAttempts(failures.times[0] + LOGIN_WINDOW_S - now)
+            self._prune_failures(now)
+            failures = self._failures.setdefault(key, _Failures())
+            while failures.times and failures.times[0] <= now - LOGIN_WINDOW_S:
+                failures.times.popleft()
+            if len(failures.times) >= LOGIN_FAILURES:
+                raise TooManyAttempts(failures.times[0] + LOGIN_WINDOW_S - now)
+            failures.times.append(now)
         if not self.users.authenticate(user, password):
-            with self._lock:
-                self._prune_failures(now)
-                self._failures.setdefault(key, _Failures()).times.append(now)
             return None
         session = Session(secrets.token_urlsafe(32), user, secrets.token_urlsafe(32), now, now)
         with self._lock:
