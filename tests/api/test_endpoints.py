@@ -241,7 +241,7 @@ def test_sampler_feeds_live_stats_websocket_history_and_metrics(corral: Corral, 
         for samples in (first, second):
             assert samples[0]["domain"] == "Domain-0" and "cpu_pct" in samples[0]
         assert second[0]["time"] > first[0]["time"]
-        live = client.get("/api/stats/live", headers=b).json()
+        live = client.get("/api/stats", headers=b).json()
         assert live["sampler"] is True and live["error"] is None
         assert any(s["domain"] == "Domain-0" for s in live["samples"])
         deadline = time.monotonic() + 10

@@ -103,7 +103,7 @@ def test_serve_over_real_http(server: str, credentials: Credentials) -> None:
     with connect(ws_url, additional_headers=credentials.bearer, open_timeout=10) as ws:
         samples = json.loads(ws.recv(timeout=10))
     assert samples[0]["domain"] == "Domain-0"
-    live = httpx.get(f"{server}/api/stats/live", headers=credentials.bearer).json()
+    live = httpx.get(f"{server}/api/stats", headers=credentials.bearer).json()
     assert live["sampler"] is True and live["interval_s"] == 0.5
 
 
@@ -211,3 +211,13 @@ def test_password_prompt_asks_twice_on_a_terminal(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(InvalidInput, match="differ"):
         serve_module.read_password()
     assert prompts == ["Password: ", "Password (again): "] * 2
+
+
+def test_serve_with_a_user_goes_past_the_refusal_and_warns_about_plain_http(tmp_path: Path) -> None:
+    UserStore(users_path(tmp_path)).add("admin", "an admin password")
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind itself fails, after the checks.
+    result = subprocess.run([*serve_command(), "--listen", "192.0.2.1:18932", "--no-sampler"],
+                            env=_env(tmp_path, tmp_path / "none.toml"), capture_output=True, text=True, timeout=60)
+    assert "refusing" not in result.stderr
+    assert "plain http" in result.stderr and "--certfile" in result.stderr
+    assert result.returncode != 0

@@ -377,9 +377,9 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
         return {"deleted": name}
 
     # --- monitoring -----------------------------------------------------------------------------------
-    @api.get("/stats/live", tags=["stats"])
+    @api.get("/stats", tags=["stats"])
     def live_stats() -> dict[str, Any]:
-        """The latest interval's samples from the sampler running inside `corral serve`."""
+        """The latest interval's samples of every domain, from the sampler running inside `corral serve`."""
         return {"sampler": live.running, "interval_s": live.interval_s or corral.settings.monitor.interval_s,
                 "error": live.error, "samples": live.latest}
 

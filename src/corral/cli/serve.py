@@ -78,6 +78,9 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
             err.print("[yellow]no users yet: every API call will be refused until you add one "
                       "(corral user add NAME)[/yellow]")
         scheme = "https" if certfile else "http"
+        if not is_loopback(host) and certfile is None:
+            err.print(f"[yellow]serving plain http on {host}: passwords, cookies and tokens cross the network "
+                      "unencrypted; give --certfile and --keyfile, or put a TLS proxy in front[/yellow]")
         shown = f"[{host}]" if ":" in host else host
         err.print(f"Corral API at {scheme}://{shown}:{port}/ (docs at /api/docs); Ctrl-C stops")
         config = uvicorn.Config(create_app(c, sampler=sampler), host=host, port=port, log_level="warning",
