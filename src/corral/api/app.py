@@ -372,8 +372,7 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     def remove_image(name: Annotated[str, PathParam(max_length=200)]) -> dict[str, Any]:
         """Forget an image (409 while guests use it). A built image's files go too; an imported file stays."""
         check_name(name, "image name")
-        users = [r.name for r in corral.libvirt.rows() if corral.guests.info(r.name).image == name]
-        corral.images.remove(name, users)
+        corral.guests.remove_image(name)
         return {"deleted": name}
 
     # --- monitoring -----------------------------------------------------------------------------------
