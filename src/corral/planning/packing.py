@@ -383,16 +383,29 @@ def repair_to_m(
     max_targets: int = 64,
     lim: Limits = Limits(),
     swaps: bool = True,
+    weighted: bool = True,
 ) -> IntArray | None:
     """Starting from ``assign`` (hosts 0..m-1, possibly overloaded), move servers
     between hosts to drive the total overflow (sum over hosts and steps of load above 1) to zero:
     each iteration takes one overloaded host and applies the best move of one of its servers to
-    another host (tabu for ``tenure`` iterations on the reverse move, so plateaus are crossed).
-    Returns a feasible assignment on <= m hosts, or None at ``deadline``."""
+    another host, or a better swap (tabu for ``tenure`` iterations on the reverse move, so
+    plateaus are crossed). Strict mode with ``weighted``: at a local minimum the overloaded steps
+    of that host gain weight (breakout). Returns a feasible assignment on <= m hosts, or None at
+    ``deadline``."""
     n, R, T = D.shape
     flat = D.reshape(n, R * T)
     loads = host_loads(assign, flat, m)
-    _overflow = penalty_fn(lim, R, T)
+    weights = np.ones(R * T, dtype=flat.dtype)
+    _overflow: Callable[[FloatArray], FloatArray]
+    if weighted and lim.k == 0:
+        # breakout: the steps where a host stays overloaded at a local minimum weigh more and
+        # more, so the search stops circling around them
+        def weighted_overflow(rows: FloatArray) -> FloatArray:
+            return np.asarray(np.maximum(rows - 1.0, 0.0) @ weights)
+
+        _overflow = weighted_overflow
+    else:
+        _overflow = penalty_fn(lim, R, T)
     over = _overflow(loads)
     tabu_until = np.zeros((n, m), dtype=np.int64)
     it = 0
@@ -428,6 +441,9 @@ def repair_to_m(
             float(delta.flat[flat_idx]),
         ):  # fmt: skip
             continue
+        if weighted and lim.k == 0 and delta.flat[flat_idx] > -EPS:
+            weights[loads[b] > 1.0] += 0.5
+            over = _overflow(loads)
         if not np.isfinite(delta.flat[flat_idx]):
             continue
         j, gi = divmod(flat_idx, targets.size)
