@@ -218,6 +218,10 @@ def test_plans_and_reports(api: Api) -> None:
     report = api.client.get("/api/plans/ct-demo/report", headers=b)
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
     assert "<svg" in report.text and "legacy-1u" in report.text
+    assert "sandbox" in report.headers["content-security-policy"]
+    assert "script" not in report.headers["content-security-policy"]  # default-src 'none' covers scripts
+    assert report.headers["x-content-type-options"] == "nosniff" and report.headers["x-frame-options"] == "DENY"
+    assert report.headers["cache-control"] == "no-store"
     assert api.client.get("/api/plans/ct-none", headers=b).status_code == 404
     assert api.client.get("/api/plans/ct-none/report", headers=b).status_code == 404
     broken = api.client.get("/api/plans/ct-broken", headers=b)

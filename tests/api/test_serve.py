@@ -6,11 +6,12 @@ import json
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -221,3 +222,35 @@ def test_serve_with_a_user_goes_past_the_refusal_and_warns_about_plain_http(tmp_
     assert "refusing" not in result.stderr
     assert "plain http" in result.stderr and "--certfile" in result.stderr
     assert result.returncode != 0
+
+
+def test_serve_over_https_sets_a_secure_cookie(settings: Settings, credentials: Credentials, tmp_path: Path,
+                                               require_tool: Callable[[str], None]) -> None:
+    require_tool("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    port = free_port()
+    proc = subprocess.Popen([*serve_command(), "--listen", f"127.0.0.1:{port}", "--no-sampler", "--certfile",
+                             str(cert), "--keyfile", str(key)], env=_env(settings.data_dir, tmp_path / "none.toml"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl.create_default_context(cafile=str(cert)),
+                          timeout=5) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.get("/api/health")
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.1)
+            login = client.post("/api/login", json={"user": USER, "password": PASSWORD})
+            assert login.status_code == 200
+            cookie = login.headers["set-cookie"]
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+            assert client.get("/api/session").json()["via"] == "session"
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -22,6 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from corral.api.auth import (
@@ -153,6 +154,11 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts[:5])
 
 
+# The report is static HTML + inline CSS + SVG: nothing in it may run or load anything.
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer")]
+
 PLACEHOLDER = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Corral</title></head>
 <body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
@@ -161,6 +167,29 @@ PLACEHOLDER = """<!doctype html>
 <a href="/api/docs">/api/docs</a>.</p>
 </body></html>
 """
+
+
+class SecurityHeaders:
+    """nosniff, no framing, no referrer, and no caching of API answers, on every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        no_store = scope["path"].startswith("/api/") or scope["path"] == "/metrics"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", [])) + SECURITY_HEADERS
+                if no_store:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 # --- the application ------------------------------------------------------------------------------
@@ -187,6 +216,7 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     app.state.auth = auth
     app.state.live = live
     app.add_middleware(AuthMiddleware, auth=auth)
+    app.add_middleware(SecurityHeaders)
 
     # --- errors -----------------------------------------------------------------------------------
     @app.exception_handler(CorralError)
@@ -411,7 +441,7 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     @api.get("/plans/{name}/report", tags=["plans"], response_class=HTMLResponse)
     def plan_report(name: Annotated[str, PathParam(max_length=200)]) -> HTMLResponse:
         """The self-contained HTML report of a plan."""
-        return HTMLResponse(render_html(_read_plan(corral, name)))
+        return HTMLResponse(render_html(_read_plan(corral, name)), headers={"Content-Security-Policy": REPORT_CSP})
 
     # --- WebSocket ------------------------------------------------------------------------------------
     @api.websocket("/ws/stats")

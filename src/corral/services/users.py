@@ -163,13 +163,6 @@ class UserStore:
             data["users"][name] = {"created": created, "password": hashed, "tokens": []}
         return UserInfo(name, created, [])
 
-    def set_password(self, name: str, password: str) -> None:
-        check_name(name, "user name")
-        check_password_rules(password)
-        hashed = hash_password(password)
-        with self._editing() as data:
-            self._record(data, name)["password"] = hashed
-
     def remove(self, name: str) -> None:
         check_name(name, "user name")
         with self._editing() as data:
