@@ -207,7 +207,7 @@ def test_password_prompt_asks_twice_on_a_terminal(monkeypatch: pytest.MonkeyPatc
         prompts.append(prompt)
         return next(answers)
 
-    monkeypatch.setattr(serve_module.getpass, "getpass", fake_getpass)
+    monkeypatch.setattr("getpass.getpass", fake_getpass)
     assert serve_module.read_password() == "first password"
     with pytest.raises(InvalidInput, match="differ"):
         serve_module.read_password()
