@@ -36,7 +36,7 @@ from corral.api.auth import (
 )
 from corral.api.live import LiveStats
 from corral.core.errors import AdmissionRefused, CorralError, InvalidInput, NotFound
-from corral.core.spec import spec_from_mapping
+from corral.core.spec import GuestSpec, spec_from_mapping
 from corral.core.validate import check_domain_name, check_name
 from corral.monitoring.collector import parse_duration
 from corral.planning.errors import PlanFormatError, PlanningError
@@ -78,6 +78,24 @@ class SpecBody(BaseModel):
     load: LoadBody | str | None = Field(None, description="tiny image only: {cpu, disk, net} or 'cpu=15,net=32'")
 
 
+class ErrorBody(BaseModel):
+    """Every error: the one line the CLI would print."""
+
+    error: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No or bad credentials"},
+    403: {"model": ErrorBody, "description": "Missing or wrong X-CSRF-Token (cookie sessions)"},
+    404: {"model": ErrorBody, "description": "No such domain, snapshot, image or plan"},
+    409: {"model": ErrorBody, "description": "Wrong state, or the name is taken"},
+    422: {"model": ErrorBody, "description": "Invalid name, spec, body or query"},
+    502: {"model": ErrorBody, "description": "libvirt, QEMU or a host tool failed"},
+    504: {"model": ErrorBody, "description": "The guest did not come up or shut down in time"},
+    507: {"model": ErrorBody, "description": "Admission refused: what would be exceeded"},
+}
+
+
 class LoginBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: str = Field(max_length=200)
@@ -96,7 +114,7 @@ class ImportBody(BaseModel):
 
 
 # --- helpers --------------------------------------------------------------------------------------
-def _spec(body: SpecBody) -> Any:
+def _spec(body: SpecBody) -> GuestSpec:
     data = body.model_dump(exclude_none=True)
     if body.iso is not None and not Path(body.iso).is_absolute():
         raise InvalidInput(f"iso {body.iso!r} must be an absolute path on the host")
@@ -245,14 +263,14 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     def placeholder() -> HTMLResponse:
         return HTMLResponse(PLACEHOLDER)
 
-    api = APIRouter(prefix="/api")
+    api = APIRouter(prefix="/api", responses=ERRORS)
 
     @api.get("/health", tags=["session"])
     def health() -> dict[str, Any]:
         """Liveness; no authentication."""
         return {"status": "ok", "version": __version__}
 
-    @api.post("/login", tags=["session"])
+    @api.post("/login", tags=["session"], responses={429: {"model": ErrorBody, "description": "Too many failures"}})
     def login(body: LoginBody, request: Request, response: Response) -> dict[str, Any]:
         """Start a session: sets the session cookie and returns the CSRF token to send as X-CSRF-Token."""
         try:
