@@ -29,6 +29,7 @@ from corral.api.auth import (
     CSRF_HEADER,
     PUBLIC_PATHS,
     SESSION_COOKIE,
+    TICKET_TTL_S,
     Authenticator,
     AuthMiddleware,
     Principal,
@@ -396,10 +397,9 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     @api.post("/domains/{name}/console-ticket", tags=["domains"])
     def console_ticket(name: NameParam, request: Request) -> dict[str, Any]:
         """A one-time ticket (valid 30 s, tied to this session or token) for the guest's console."""
-        checked = check_domain_name(name)
-        corral.libvirt.state(checked)  # NotFound for an unknown domain
-        ticket = auth.issue_ticket(_principal(request), checked)
-        return {"ticket": ticket, "domain": checked, "expires_in_s": 30}
+        info = corral.guests.info(check_domain_name(name))  # NotFound for an unknown domain
+        ticket = auth.issue_ticket(_principal(request), info.name)
+        return {"ticket": ticket, "domain": info.name, "state": info.state, "expires_in_s": TICKET_TTL_S}
 
     # --- images -------------------------------------------------------------------------------------
     @api.get("/images", tags=["images"])
