@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from corral.api.app import create_app
+from corral.api.app import LOOPBACK_HOSTS, create_app, host_of
 from corral.api.auth import Authenticator
 from corral.config import Settings
 from corral.planning import demo_traceset, load_catalog, plan_consolidation, plan_to_json, write_plan_json
@@ -274,3 +274,18 @@ def test_libvirt_down_is_502(settings: Settings, credentials: Credentials) -> No
     with TestClient(create_app(broken)) as client:
         response = client.get("/api/domains", headers=credentials.bearer)
     assert response.status_code == 502 and "cannot connect to libvirt" in response.json()["error"]
+
+
+def test_host_header_allow_list(corral: Corral, credentials: Credentials) -> None:
+    assert host_of("[::1]:8080") == "[::1]" and host_of("localhost:8080") == "localhost"
+    assert host_of("127.0.0.1") == "127.0.0.1" and host_of("evil.example:80") == "evil.example"
+    app = create_app(corral, allowed_hosts=LOOPBACK_HOSTS)
+    with TestClient(app, base_url="http://127.0.0.1:8080") as client:
+        assert client.get("/api/health").status_code == 200
+        assert client.get("/api/health", headers={"Host": "[::1]:8080"}).status_code == 200
+        refused = client.get("/api/domains", headers={**credentials.bearer, "Host": "evil.example:8080"})
+        assert refused.status_code == 400 and refused.json() == {"error": "unexpected Host header 'evil.example:8080'"}
+        with pytest.raises(WebSocketDisconnect) as closed, \
+                client.websocket_connect("/api/ws/stats", headers={**credentials.bearer, "Host": "evil.example"}):
+            pass
+        assert closed.value.code == 4400

@@ -104,6 +104,11 @@ def test_serve_over_real_http(server: str, credentials: Credentials) -> None:
     with connect(ws_url, additional_headers=credentials.bearer, open_timeout=10) as ws:
         samples = json.loads(ws.recv(timeout=10))
     assert samples[0]["domain"] == "Domain-0"
+    # DNS rebinding: a page of another site resolving to 127.0.0.1 names its own host in Host.
+    port = server.rsplit(":", 1)[1]
+    rebound = httpx.get(f"{server}/api/health", headers={"Host": f"rebind.example:{port}"})
+    assert rebound.status_code == 400 and "Host" in rebound.json()["error"]
+    assert httpx.get(f"{server}/api/health", headers={"Host": f"localhost:{port}"}).status_code == 200
     live = httpx.get(f"{server}/api/stats", headers=credentials.bearer).json()
     assert live["sampler"] is True and live["interval_s"] == 0.5
 

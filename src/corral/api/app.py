@@ -188,13 +188,34 @@ PLACEHOLDER = """<!doctype html>
 """
 
 
-class SecurityHeaders:
-    """nosniff, no framing, no referrer, and no caching of API answers, on every HTTP response."""
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
-    def __init__(self, app: ASGIApp) -> None:
+
+def host_of(header: str) -> str:
+    """The host part of a Host header: `[::1]:8080` -> `[::1]`, `localhost:8080` -> `localhost`."""
+    if header.startswith("["):
+        return header[:header.find("]") + 1] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class SecurityHeaders:
+    """nosniff, no framing, no referrer, and no caching of API answers, on every HTTP response; and,
+    when `allowed_hosts` is given, only requests naming one of them in Host (defeats DNS rebinding
+    of a server on loopback)."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: frozenset[str] | None = None) -> None:
         self.app = app
+        self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allowed_hosts is not None and scope["type"] in ("http", "websocket"):
+            host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1").lower()
+            if host_of(host) not in self.allowed_hosts:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 4400, "reason": "unexpected Host header"})
+                else:
+                    await _error(400, f"unexpected Host header {host!r}")(scope, receive, send)
+                return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -213,8 +234,9 @@ class SecurityHeaders:
 
 # --- the application ------------------------------------------------------------------------------
 def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: float | None = None,
-               authenticator: Authenticator | None = None) -> FastAPI:
-    """The API over `corral`. With `sampler`, the monitoring sampler runs while the app does."""
+               authenticator: Authenticator | None = None, allowed_hosts: frozenset[str] | None = None) -> FastAPI:
+    """The API over `corral`. With `sampler`, the monitoring sampler runs while the app does; with
+    `allowed_hosts`, requests whose Host header names another host are refused (400)."""
     auth = authenticator or Authenticator(UserStore(users_path(corral.settings.data_dir)))
     live = LiveStats(corral.monitoring, sample_interval_s)
 
@@ -235,7 +257,7 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     app.state.auth = auth
     app.state.live = live
     app.add_middleware(AuthMiddleware, auth=auth)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, allowed_hosts=allowed_hosts)
 
     # --- errors -----------------------------------------------------------------------------------
     @app.exception_handler(CorralError)

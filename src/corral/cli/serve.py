@@ -63,7 +63,7 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
         """The REST API (docs at /api/docs) with the monitoring sampler and live stats, in one process."""
         import uvicorn
 
-        from corral.api.app import create_app
+        from corral.api.app import LOOPBACK_HOSTS, create_app
         from corral.api.auth import is_loopback
 
         host, port = parse_listen(listen)
@@ -83,7 +83,11 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
                       "unencrypted; give --certfile and --keyfile, or put a TLS proxy in front[/yellow]")
         shown = f"[{host}]" if ":" in host else host
         err.print(f"Corral API at {scheme}://{shown}:{port}/ (docs at /api/docs); Ctrl-C stops")
-        config = uvicorn.Config(create_app(c, sampler=sampler), host=host, port=port, log_level="warning",
+        # On loopback, only loopback names in Host: a web page cannot reach the API by DNS rebinding.
+        named = (host if ":" not in host else f"[{host}]").lower()
+        allowed = LOOPBACK_HOSTS | {named} if is_loopback(host) else None
+        config = uvicorn.Config(create_app(c, sampler=sampler, allowed_hosts=allowed), host=host, port=port,
+                                log_level="warning",
                                 access_log=False, ssl_certfile=str(certfile) if certfile else None,
                                 ssl_keyfile=str(keyfile) if keyfile else None, lifespan="on")
         uvicorn.Server(config).run()
