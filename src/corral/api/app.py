@@ -52,8 +52,19 @@ try:
 except importlib.metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-NameParam = Annotated[str, PathParam(description="Domain name", max_length=200)]
-SnapshotParam = Annotated[str, PathParam(description="Snapshot name", max_length=200)]
+# The pattern is documented in the schema (clients and fuzzers see the shape of a name) but checked by
+# the core's check_name(), so a bad name gets the same one-line message as in the CLI.
+NAME_SCHEMA = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"}
+
+
+def _name_param(what: str) -> Any:
+    return PathParam(description=what, max_length=200, json_schema_extra=NAME_SCHEMA)
+
+
+NameParam = Annotated[str, _name_param("Domain name")]
+SnapshotParam = Annotated[str, _name_param("Snapshot name")]
+ImageParam = Annotated[str, _name_param("Image name")]
+PlanParam = Annotated[str, _name_param("Plan name (its file name in <data_dir>/plans/ without .json)")]
 
 
 # --- request bodies -------------------------------------------------------------------------------
@@ -439,7 +450,7 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
         return corral.images.build_tiny(force=force).as_dict()
 
     @api.delete("/images/{name}", tags=["images"])
-    def remove_image(name: Annotated[str, PathParam(max_length=200)]) -> dict[str, Any]:
+    def remove_image(name: ImageParam) -> dict[str, Any]:
         """Forget an image (409 while guests use it). A built image's files go too; an imported file stays."""
         check_name(name, "image name")
         corral.guests.remove_image(name)
@@ -453,7 +464,7 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
                 "error": live.error, "samples": live.latest}
 
     @api.get("/stats/{domain}", tags=["stats"])
-    def stats_history(domain: Annotated[str, PathParam(max_length=200, description="a guest or Domain-0")],
+    def stats_history(domain: Annotated[str, _name_param("A guest, or Domain-0 for the host")],
                       since: Annotated[str, Query(max_length=32)] = "1h",
                       resource: Literal["cpu", "mem", "disk", "net"] | None = None,
                       resolution: Literal["auto", "raw", "rollup"] = "auto") -> list[dict[str, Any]]:
@@ -473,13 +484,13 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
         return result
 
     @api.get("/plans/{name}", tags=["plans"])
-    def get_plan(name: Annotated[str, PathParam(max_length=200)]) -> dict[str, Any]:
+    def get_plan(name: PlanParam) -> dict[str, Any]:
         """The plan JSON, plus its one-line summary as `summary`."""
         data = _read_plan(corral, name)
         return {**data, "summary": summary_lines(data)}
 
     @api.get("/plans/{name}/report", tags=["plans"], response_class=HTMLResponse)
-    def plan_report(name: Annotated[str, PathParam(max_length=200)]) -> HTMLResponse:
+    def plan_report(name: PlanParam) -> HTMLResponse:
         """The self-contained HTML report of a plan."""
         return HTMLResponse(render_html(_read_plan(corral, name)), headers={"Content-Security-Policy": REPORT_CSP})
 
