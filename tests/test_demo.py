@@ -27,6 +27,11 @@ def test_demo_runs_five_servers_on_one_host_and_cleans_up(corral: Corral) -> Non
                                 env=os.environ.copy(), check=False)
         assert result.returncode == 0, result.stderr
         assert "Domain-0" in result.stdout
+        # The plan: the five servers at 8-18 % fit on one host of their own kind, under the cap.
+        plan = json.loads((corral.settings.data_dir / "demo" / "plan.json").read_text())
+        assert len(plan["hosts"]) == 1
+        assert sorted(plan["hosts"][0]["servers"]) == sorted(s.name for s in DEMO_SERVERS)
+        assert (corral.settings.data_dir / "demo" / "report.html").stat().st_size > 10_000
         listed = {row["name"]: row for row in json.loads(subprocess.run(
             [CORRAL_BIN, "list", "--json"], capture_output=True, text=True, check=True).stdout)}
         for server in DEMO_SERVERS:

@@ -64,7 +64,7 @@ def raise_translated(exc: libvirt.libvirtError, action: str, name: str | None) -
         raise NotFound(f"{subject}: {message}") from None
     if code in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_DOM_EXIST):
         raise Conflict(f"{subject}: {message}") from None
-    if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC):
+    if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC):
         raise BackendError(f"{subject}: libvirt is unreachable ({message})") from None
     raise BackendError(f"{subject}: {message}") from None
 

@@ -9,11 +9,10 @@ import sys
 import termios
 import tty
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from corral.adapters.console import SerialConsole
@@ -36,6 +35,9 @@ app.add_typer(snapshot_app, name="snapshot")
 out = Console()
 err = Console(stderr=True)
 _corral: Corral | None = None
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 NameArg = Annotated[str, typer.Argument(help="Domain name.")]
@@ -345,10 +347,40 @@ def console(name: NameArg) -> None:
 
 @app.command()
 def demo(clean: Annotated[bool, typer.Option("--clean", help="Delete the demo's guests.")] = False) -> None:
-    """The classic server-sprawl example: five departmental servers as guests on this host."""
-    from corral.services.demo import run_demo
+    """The classic server-sprawl example: five departmental servers as guests on this host, and the plan."""
+    from corral.services.demo import DEMO_SERVERS, clean_demo, run_demo
 
-    run_demo(corral(), out, clean=clean)
+    if clean:
+        for name in clean_demo(corral()):
+            out.print(f"deleted {name}")
+        return
+    before = Table(title="Before: five servers, one machine each", title_justify="left", box=None,
+                   header_style="bold")
+    for column in ("server", "role", "CPU %", "disk KiB/s", "net KiB/s", "busiest at"):
+        before.add_column(column)
+    for s in DEMO_SERVERS:
+        before.add_row(s.name, s.role, f"{s.load.cpu_pct:g}", str(s.load.disk_kbps), str(s.load.net_kbps),
+                       f"{s.peak_hour:02.0f}:00")
+    out.print(before)
+    with _progress() as progress:
+        task = progress.add_task("consolidating", total=len(DEMO_SERVERS))
+
+        def step(what: str, done: int, total: int) -> None:
+            progress.update(task, description=what, completed=done, total=total)
+
+        result = run_demo(corral(), step)
+    after = Table(title="After: one host runs them all", title_justify="left", box=None, header_style="bold")
+    for column in ("Name", "ID", "State", "VCPUs", "Mem (MiB)", "CPU %"):
+        after.add_column(column, justify="left" if column in ("Name", "State") else "right")
+    for row in result.listing:
+        after.add_row(row.name, "-" if row.id is None else str(row.id), row.state, str(row.vcpus),
+                      str(row.memory_mib), "-" if row.cpu_pct is None else f"{row.cpu_pct:.1f}")
+    out.print(after)
+    out.print("[bold]The consolidation plan, from a day of the five servers' traces:[/bold]")
+    for line in result.summary:
+        out.print(line, highlight=False)
+    out.print(f"plan: {result.plan_path}\nreport: {result.report_path} (open it in a browser)")
+    out.print("Clean up with: corral demo --clean")
 
 
 def _drain(session: SerialConsole, quiet_s: float) -> None:
@@ -358,6 +390,8 @@ def _drain(session: SerialConsole, quiet_s: float) -> None:
 
 
 def _progress() -> Progress:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                     TimeElapsedColumn(), console=err, transient=False)
 

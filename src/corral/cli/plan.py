@@ -18,14 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from corral.planning.catalog import catalog_to_toml, get_kind, load_catalog
-from corral.planning.cost import CostParams, parse_cost_params
 from corral.planning.errors import PlanningError
-from corral.planning.importers import FORMATS, load_traces
-from corral.planning.model import RESOURCES
-from corral.planning.planner import check_cap, kinds_that_fit, plan_consolidation, validate_plan
-from corral.planning.report import summary_lines, write_html_report
-from corral.planning.serialize import plan_to_json, read_plan_json, write_plan_json
+from corral.planning.names import FORMATS, RESOURCES
 
 EXIT_UNPLACEABLE = 3
 
@@ -109,6 +103,14 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     ) -> None:
         """Plan the consolidation of the traced servers onto as few hosts as possible."""
+        # The planner (numpy, OR-Tools) loads only when a planning command runs: `corral list` stays fast.
+        from corral.planning.catalog import get_kind, load_catalog
+        from corral.planning.cost import CostParams, parse_cost_params
+        from corral.planning.importers import load_traces
+        from corral.planning.planner import check_cap, kinds_that_fit, plan_consolidation, validate_plan
+        from corral.planning.report import summary_lines, write_html_report
+        from corral.planning.serialize import plan_to_json, write_plan_json
+
         with _errors():
             kinds = load_catalog(catalog)
             kind = get_kind(kinds, host_kind)
@@ -162,6 +164,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     ) -> None:
         """Summarize a plan in the terminal and write its HTML report."""
+        from corral.planning.report import summary_lines, write_html_report
+        from corral.planning.serialize import read_plan_json
+
         with _errors():
             data = read_plan_json(plan_file)
             if html is not None:
@@ -182,6 +187,8 @@ def register(app: typer.Typer) -> None:
         as_toml: bool = typer.Option(False, "--toml", help="Print the catalog as a TOML file for --catalog."),
     ) -> None:
         """List the host kinds the planner knows."""
+        from corral.planning.catalog import catalog_to_toml, load_catalog
+
         with _errors():
             kinds = load_catalog(catalog)
         if as_toml:

@@ -1,22 +1,60 @@
-"""Consolidation planning: measured traces in, a placement on the fewest hosts out (docs/planning.md)."""
+"""Consolidation planning: measured traces in, a placement on the fewest hosts out (docs/planning.md).
 
-from corral.planning.catalog import HostKind, get_kind, load_catalog
-from corral.planning.cost import CostComparison, CostParams, compare_costs
-from corral.planning.demo import demo_traceset
-from corral.planning.errors import (
-    CatalogError,
-    EmptyInputError,
-    InfeasibleError,
-    PlanFormatError,
-    PlanningError,
-    TraceFormatError,
-)
-from corral.planning.formats import COLLECT_COLUMNS, CollectSample, collect_header, format_collect_row
-from corral.planning.importers import PlanetLabSizes, load_traces
-from corral.planning.model import RESOURCES, ServerTrace, TraceSet, align, make_traceset
-from corral.planning.planner import Plan, Validation, kinds_that_fit, plan_consolidation, replay, validate_plan
-from corral.planning.report import render_html, summary_lines, write_html_report
-from corral.planning.serialize import plan_to_json, read_plan_json, write_plan_json
+Exports load on first use (PEP 562), so `import corral.planning.formats` (the collector) and
+`corral.planning.names` (the CLI at start-up) do not pull in numpy and the solver.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "COLLECT_COLUMNS": "corral.planning.formats",
+    "CatalogError": "corral.planning.errors",
+    "CollectSample": "corral.planning.formats",
+    "CostComparison": "corral.planning.cost",
+    "CostParams": "corral.planning.cost",
+    "EmptyInputError": "corral.planning.errors",
+    "HostKind": "corral.planning.catalog",
+    "InfeasibleError": "corral.planning.errors",
+    "Plan": "corral.planning.planner",
+    "PlanFormatError": "corral.planning.errors",
+    "PlanetLabSizes": "corral.planning.importers",
+    "PlanningError": "corral.planning.errors",
+    "RESOURCES": "corral.planning.model",
+    "ServerTrace": "corral.planning.model",
+    "TraceFormatError": "corral.planning.errors",
+    "TraceSet": "corral.planning.model",
+    "Validation": "corral.planning.planner",
+    "align": "corral.planning.model",
+    "collect_header": "corral.planning.formats",
+    "compare_costs": "corral.planning.cost",
+    "demo_traceset": "corral.planning.demo",
+    "format_collect_row": "corral.planning.formats",
+    "get_kind": "corral.planning.catalog",
+    "kinds_that_fit": "corral.planning.planner",
+    "load_catalog": "corral.planning.catalog",
+    "load_traces": "corral.planning.importers",
+    "make_traceset": "corral.planning.model",
+    "plan_consolidation": "corral.planning.planner",
+    "plan_to_json": "corral.planning.serialize",
+    "read_plan_json": "corral.planning.serialize",
+    "render_html": "corral.planning.report",
+    "replay": "corral.planning.planner",
+    "summary_lines": "corral.planning.report",
+    "validate_plan": "corral.planning.planner",
+    "write_html_report": "corral.planning.report",
+    "write_plan_json": "corral.planning.serialize",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corral.planning' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "COLLECT_COLUMNS",

@@ -15,9 +15,9 @@ import numpy as np
 from corral.planning.errors import EmptyInputError, PlanningError, TraceFormatError
 from corral.planning.formats import COLLECT_COLUMNS
 from corral.planning.model import ServerTrace, TraceSet, align
+from corral.planning.names import FORMATS
 
 Progress = Callable[[int, int], None]
-FORMATS = ("auto", "planetlab", "bitbrains", "collect", "csv")
 BITBRAINS_HEADER_START = "Timestamp [ms]"
 CSV_COLUMNS = ("server", "timestamp")
 MB = 1024 * 1024

@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from corral.planning.errors import EmptyInputError, PlanningError
+from corral.planning.names import RESOURCES
 
-RESOURCES: tuple[str, ...] = ("cpu", "mem", "disk", "net")
 RESOURCE_UNITS: Mapping[str, str] = {"cpu": "MHz", "mem": "bytes", "disk": "bytes/s", "net": "bytes/s"}
 
 FloatArray = npt.NDArray[np.float64]

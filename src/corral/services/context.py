@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from corral.adapters.libvirt_host import LibvirtHost
 from corral.config import Settings, load_settings
 from corral.services.guests import GuestService
 from corral.services.host import HostService
 from corral.services.images import ImageService
-from corral.services.monitoring import MonitoringService
+
+if TYPE_CHECKING:
+    from corral.services.monitoring import MonitoringService
 
 
 @dataclass
@@ -19,7 +23,13 @@ class Corral:
     images: ImageService
     host: HostService
     guests: GuestService
-    monitoring: MonitoringService
+
+    @functools.cached_property
+    def monitoring(self) -> MonitoringService:
+        # Loaded on first use: the store and sampler are not needed by `corral list`.
+        from corral.services.monitoring import MonitoringService
+
+        return MonitoringService(self.settings, self.libvirt)
 
     def close(self) -> None:
         self.libvirt.close()
@@ -30,5 +40,4 @@ def open_corral(settings: Settings | None = None) -> Corral:
     libvirt_host = LibvirtHost(settings.libvirt_uri)
     images = ImageService(settings)
     host = HostService(settings, libvirt_host)
-    return Corral(settings, libvirt_host, images, host, GuestService(settings, libvirt_host, images, host),
-                  MonitoringService(settings, libvirt_host))
+    return Corral(settings, libvirt_host, images, host, GuestService(settings, libvirt_host, images, host))

@@ -1,22 +1,27 @@
 """`corral demo`: the classic server-sprawl case, run for real on this host.
 
-Five departmental servers, each once alone on its own machine at about 15 % utilization,
-become five guests of the built-in image, each running a workload that reproduces its
-server's load (CPU, disk and network), side by side on one host.
+Five departmental servers, each once alone on its own machine at 8-18 % utilization, become
+five guests of the built-in image, each running a workload that reproduces its server's load
+(CPU, disk and network), side by side on one host. The planner then answers the same question
+from a day of the servers' traces: one host of the same kind holds all five, under the cap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from pathlib import Path
+from typing import Any
 
 from corral.adapters.libvirt_host import ACTIVE_STATES
 from corral.core.spec import GuestSpec, LoadSpec
 from corral.services.context import Corral
+from corral.services.guests import ListedDomain
 from corral.services.images import TINY
+
+BEFORE_KIND = "legacy-1u"
+CAP = 0.85
+Step = Callable[[str, int, int], None]  # (what is happening, done, total)
 
 
 @dataclass(frozen=True)
@@ -24,62 +29,79 @@ class DemoServer:
     name: str
     role: str
     load: LoadSpec  # what the physical server was measured doing, on average
+    peak_hour: float  # when in the day it is busiest
     memory_mib: int = 160
 
 
 DEMO_SERVERS = (
-    DemoServer("web", "intranet web server", LoadSpec(cpu_pct=15, disk_kbps=32, net_kbps=96)),
-    DemoServer("mail", "mail server", LoadSpec(cpu_pct=12, disk_kbps=64, net_kbps=48)),
-    DemoServer("files", "file server", LoadSpec(cpu_pct=10, disk_kbps=256, net_kbps=128)),
-    DemoServer("db", "database server", LoadSpec(cpu_pct=18, disk_kbps=128, net_kbps=32)),
-    DemoServer("directory", "directory (LDAP/DNS)", LoadSpec(cpu_pct=8, disk_kbps=8, net_kbps=16)),
+    DemoServer("web", "intranet web server", LoadSpec(cpu_pct=15, disk_kbps=32, net_kbps=96), peak_hour=11),
+    DemoServer("mail", "mail server", LoadSpec(cpu_pct=12, disk_kbps=64, net_kbps=48), peak_hour=9),
+    DemoServer("files", "file server", LoadSpec(cpu_pct=10, disk_kbps=256, net_kbps=128), peak_hour=15),
+    DemoServer("db", "database server", LoadSpec(cpu_pct=18, disk_kbps=128, net_kbps=32), peak_hour=2),
+    DemoServer("directory", "directory (LDAP/DNS)", LoadSpec(cpu_pct=8, disk_kbps=8, net_kbps=16), peak_hour=8),
 )
 
 
-def run_demo(corral: Corral, out: Console, *, clean: bool = False) -> None:
-    err = Console(stderr=True)
-    if clean:
-        for server in DEMO_SERVERS:
-            if corral.libvirt.exists(server.name):
-                corral.guests.delete(server.name)
-                out.print(f"deleted {server.name}")
-        return
+@dataclass(frozen=True)
+class DemoResult:
+    listing: list[ListedDomain]
+    plan: dict[str, Any]  # plan.json
+    summary: list[str]
+    plan_path: Path
+    report_path: Path
+
+
+def run_demo(corral: Corral, step: Step | None = None) -> DemoResult:
+    """Build the image if needed, create and boot the five guests, plan their consolidation."""
+    say = step or (lambda _what, _done, _total: None)
     if not corral.images.exists(TINY):
-        with _progress(err) as progress:
-            task = progress.add_task("building the tiny image", total=1.0)
-            corral.images.build_tiny(lambda step, f: progress.update(task, description=step, completed=f))
-
-    table = Table(title="Before: five servers, one machine each", title_justify="left", box=None,
-                  header_style="bold")
-    for column in ("server", "role", "CPU %", "disk KiB/s", "net KiB/s"):
-        table.add_column(column)
-    for s in DEMO_SERVERS:
-        table.add_row(s.name, s.role, f"{s.load.cpu_pct:g}", str(s.load.disk_kbps), str(s.load.net_kbps))
-    out.print(table)
-
-    with _progress(err) as progress:
-        task = progress.add_task("consolidating", total=len(DEMO_SERVERS))
-        for server in DEMO_SERVERS:
-            progress.update(task, description=f"{server.name}: creating")
-            if not corral.libvirt.exists(server.name):
-                spec = GuestSpec(server.name, TINY, vcpus=1, memory_mib=server.memory_mib, load=server.load)
-                corral.guests.create(spec)
-            if corral.libvirt.state(server.name) not in ACTIVE_STATES:
-                progress.update(task, description=f"{server.name}: booting")
-                corral.guests.start(server.name, wait=True)
-            progress.advance(task)
-        progress.update(task, description="all five up")
-
-    listing = Table(title="After: one host runs them all", title_justify="left", box=None, header_style="bold")
-    for column in ("Name", "ID", "State", "VCPUs", "Mem (MiB)", "CPU %"):
-        listing.add_column(column)
-    for row in corral.guests.listing(sample_s=1.0):
-        listing.add_row(row.name, "-" if row.id is None else str(row.id), row.state, str(row.vcpus),
-                        str(row.memory_mib), "-" if row.cpu_pct is None else f"{row.cpu_pct:.1f}")
-    out.print(listing)
-    out.print("Clean up with: corral demo --clean")
+        corral.images.build_tiny(lambda what, fraction: say(f"image: {what}", int(fraction * 100), 100))
+    total = len(DEMO_SERVERS)
+    for done, server in enumerate(DEMO_SERVERS):
+        if not corral.libvirt.exists(server.name):
+            say(f"{server.name}: creating", done, total)
+            spec = GuestSpec(server.name, TINY, vcpus=1, memory_mib=server.memory_mib, load=server.load)
+            corral.guests.create(spec)
+        if corral.libvirt.state(server.name) not in ACTIVE_STATES:
+            say(f"{server.name}: booting", done, total)
+            corral.guests.start(server.name, wait=True)
+    say("all five up; planning", total, total)
+    plan, summary, plan_path, report_path = plan_demo(corral.settings.data_dir / "demo")
+    return DemoResult(corral.guests.listing(sample_s=1.0), plan, summary, plan_path, report_path)
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description:<30}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=console)
+def plan_demo(folder: Path) -> tuple[dict[str, Any], list[str], Path, Path]:
+    """A day of the five servers' traces, planned onto hosts of their own kind; plan.json and report."""
+    from corral.planning import (
+        demo_traceset,
+        load_catalog,
+        plan_consolidation,
+        plan_to_json,
+        summary_lines,
+        write_html_report,
+        write_plan_json,
+    )
+
+    kind = load_catalog()[BEFORE_KIND]
+    traces = demo_traceset(
+        names=[s.name for s in DEMO_SERVERS],
+        mean_utils=[s.load.cpu_pct / 100 for s in DEMO_SERVERS],
+        peak_hours=[s.peak_hour for s in DEMO_SERVERS],
+        kind=kind,
+    )
+    plan = plan_to_json(plan_consolidation(traces, kind, CAP, time_budget_s=2.0, before_kind=kind))
+    folder.mkdir(parents=True, exist_ok=True)
+    plan_path, report_path = folder / "plan.json", folder / "report.html"
+    write_plan_json(plan, plan_path)
+    write_html_report(plan, report_path)
+    return plan, summary_lines(plan), plan_path, report_path
+
+
+def clean_demo(corral: Corral) -> list[str]:
+    """Delete the demo's guests (and nothing else); return their names."""
+    deleted = []
+    for server in DEMO_SERVERS:
+        if corral.libvirt.exists(server.name):
+            corral.guests.delete(server.name)
+            deleted.append(server.name)
+    return deleted

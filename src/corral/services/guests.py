@@ -405,7 +405,7 @@ class GuestService:
                 return row
         raise NotFound(f"no domain named {name!r}")
 
-    def listing(self, sample_s: float = 0.1) -> list[ListedDomain]:
+    def listing(self, sample_s: float = 0.05) -> list[ListedDomain]:
         """Domain-0 first, then every guest, with CPU % measured over `sample_s` seconds."""
         host_snapshot(cpu_interval=None)  # starts psutil's CPU window
         before = self.libvirt.cpu_times()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,10 +61,18 @@ class ImageService:
         if self.settings.images_dir.is_dir():
             for record in sorted(self.settings.images_dir.glob("*/image.json")):
                 try:
-                    records.append(ImageRecord(**json.loads(record.read_text())))
+                    records.append(self._read(record))
                 except (ValueError, TypeError):
                     continue  # a record being written, or damaged: not an image
         return records
+
+    def _read(self, path: Path) -> ImageRecord:
+        record = ImageRecord(**json.loads(path.read_text()))
+        if record.kind == "kernel":  # built files live beside the record: stored by name, found here
+            folder = path.parent
+            record = replace(record, kernel=str(folder / Path(record.kernel or "").name),
+                             initrd=str(folder / Path(record.initrd or "").name))
+        return record
 
     def get(self, name: str) -> ImageRecord:
         check_name(name, "image name")
@@ -72,7 +80,7 @@ class ImageService:
         if not path.is_file():
             hint = " (build it with: corral image build tiny)" if name == TINY else ""
             raise NotFound(f"no image named {name!r}{hint}")
-        return ImageRecord(**json.loads(path.read_text()))
+        return self._read(path)
 
     def exists(self, name: str) -> bool:
         return self._record_path(name).is_file()
@@ -94,13 +102,13 @@ class ImageService:
             kind="kernel",
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             size_bytes=tiny.kernel.stat().st_size + tiny.initrd.stat().st_size,
-            kernel=str(tiny.kernel),
-            initrd=str(tiny.initrd),
+            kernel=tiny.kernel.name,  # relative to the image folder, which may move with the data folder
+            initrd=tiny.initrd.name,
             cmdline=tiny.base_cmdline,
             kernel_version=tiny.kernel_version,
         )
         self._save(record)
-        return record
+        return self.get(TINY)
 
     def import_image(self, name: str, path: str | Path) -> ImageRecord:
         check_name(name, "image name")
