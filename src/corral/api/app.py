@@ -133,23 +133,6 @@ def _spec(body: SpecBody) -> GuestSpec:
     return spec_from_mapping(data)
 
 
-def _host_dict(corral: Corral) -> dict[str, Any]:
-    report = corral.host.report()
-    snap, cap = report.snapshot, report.capacity
-    return {
-        "hostname": snap.hostname, "cpu_model": snap.cpu_model, "cores": snap.cores,
-        "physical_cores": snap.physical_cores, "memory_mib": snap.memory_total_mib,
-        "memory_used_mib": snap.memory_used_mib, "cpu_pct": snap.cpu_pct, "kernel": snap.kernel,
-        "engine": report.accelerator.engine, "engine_reason": report.accelerator.reason,
-        "libvirt_uri": report.libvirt_uri, "guests_running": report.running_guests,
-        "guests_defined": report.defined_guests,
-        "network": report.network, "network_reason": report.network_reason,
-        "limits": dict(cap.limits.__dict__),
-        "capacity": {b.resource: {"unit": b.unit, "limit": b.limit, "used": b.used, "free": b.free}
-                     for b in cap.budgets},
-    }
-
-
 def _plan_path(corral: Corral, name: str) -> Path:
     stem = name[:-5] if name.endswith(".json") else name
     check_name(stem, "plan name")
@@ -339,7 +322,7 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     @api.get("/host", tags=["host"])
     def host() -> dict[str, Any]:
         """The host: CPU, memory, engine (KVM or TCG, and why), capacity limits and what is free."""
-        return _host_dict(corral)
+        return corral.host.report().as_dict()
 
     # --- domains ------------------------------------------------------------------------------------
     @api.get("/domains", tags=["domains"])

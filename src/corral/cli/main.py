@@ -66,18 +66,7 @@ def host(as_json: JsonOpt = False) -> None:
     snap, cap = report.snapshot, report.capacity
     budgets = {b.resource: b for b in cap.budgets}
     if as_json:
-        emit_json({
-            "hostname": snap.hostname, "cpu_model": snap.cpu_model, "cores": snap.cores,
-            "physical_cores": snap.physical_cores, "memory_mib": snap.memory_total_mib,
-            "memory_used_mib": snap.memory_used_mib, "cpu_pct": snap.cpu_pct, "kernel": snap.kernel,
-            "engine": report.accelerator.engine, "engine_reason": report.accelerator.reason,
-            "libvirt_uri": report.libvirt_uri, "guests_running": report.running_guests,
-            "guests_defined": report.defined_guests,
-            "network": report.network, "network_reason": report.network_reason,
-            "limits": cap.limits.__dict__,
-            "capacity": {b.resource: {"unit": b.unit, "limit": b.limit, "used": b.used, "free": b.free}
-                         for b in cap.budgets},
-        })
+        emit_json(report.as_dict())
         return
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_row("host", f"{snap.hostname} (Linux {snap.kernel})")
@@ -400,8 +389,10 @@ def _register_extensions() -> None:
     from corral.cli import collect as collect_cli
     from corral.cli import monitor as monitor_cli
     from corral.cli import plan as plan_cli
+    from corral.cli import serve as serve_cli
 
     monitor_cli.register(app, corral, out, err)
+    serve_cli.register(app, corral, out, err)
     collect_cli.register(app)
     plan_cli.register(app)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from corral.adapters.accel import Accelerator, choose_accelerator
 from corral.adapters.hostinfo import HostSnapshot, host_snapshot
@@ -23,6 +24,22 @@ class HostReport:
     defined_guests: int
     network: str | None
     network_reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form shared by `corral host --json` and `GET /api/host`."""
+        snap, cap = self.snapshot, self.capacity
+        return {
+            "hostname": snap.hostname, "cpu_model": snap.cpu_model, "cores": snap.cores,
+            "physical_cores": snap.physical_cores, "memory_mib": snap.memory_total_mib,
+            "memory_used_mib": snap.memory_used_mib, "cpu_pct": snap.cpu_pct, "kernel": snap.kernel,
+            "engine": self.accelerator.engine, "engine_reason": self.accelerator.reason,
+            "libvirt_uri": self.libvirt_uri, "guests_running": self.running_guests,
+            "guests_defined": self.defined_guests,
+            "network": self.network, "network_reason": self.network_reason,
+            "limits": dict(cap.limits.__dict__),
+            "capacity": {b.resource: {"unit": b.unit, "limit": b.limit, "used": b.used, "free": b.free}
+                         for b in cap.budgets},
+        }
 
 
 class HostService:
