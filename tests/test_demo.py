@@ -45,3 +45,20 @@ def test_demo_runs_five_servers_on_one_host_and_cleans_up(corral: Corral) -> Non
     assert clean.returncode == 0, clean.stderr
     assert not any(corral.libvirt.exists(n) for n in names)
     assert not any((corral.settings.guests_dir / n).exists() for n in names)
+
+
+def test_demo_never_touches_a_users_guest_of_the_same_name(corral: Corral) -> None:
+    from corral.core.spec import GuestSpec
+
+    name = DEMO_SERVERS[0].name
+    if corral.libvirt.exists(name):
+        pytest.fail(f"a domain {name!r} exists outside the test")
+    corral.guests.create(GuestSpec(name, "tiny", memory_mib=128))
+    try:
+        result = subprocess.run([CORRAL_BIN, "demo"], capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 1 and "was not made by the demo" in result.stderr
+        assert not any(corral.libvirt.exists(s.name) for s in DEMO_SERVERS[1:])  # nothing made
+        subprocess.run([CORRAL_BIN, "demo", "--clean"], capture_output=True, text=True, check=True)
+        assert corral.libvirt.exists(name)  # the user's guest survives the clean-up
+    finally:
+        corral.guests.delete(name)

@@ -81,6 +81,10 @@ class LibvirtHost:
     def conn(self) -> libvirt.virConnect:
         with self._lock:
             if self._conn is None or not self._conn.isAlive():
+                if self._conn is not None:  # dead (libvirtd restarted): release it before reopening
+                    with contextlib.suppress(libvirt.libvirtError):
+                        self._conn.close()
+                    self._conn = None
                 try:
                     self._conn = libvirt.open(self.uri)
                 except libvirt.libvirtError as exc:

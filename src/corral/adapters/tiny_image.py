@@ -49,6 +49,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
+from corral.core.errors import BackendError
+
 __all__ = [
     "BASE_CMDLINE",
     "READY_PREFIX",
@@ -95,7 +97,7 @@ MANIFEST = "manifest.json"
 INITRD = "initrd.img"
 
 
-class ImageBuildError(RuntimeError):
+class ImageBuildError(BackendError):
     """The tiny image could not be built; the message says why, on one line."""
 
 

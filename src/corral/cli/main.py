@@ -17,7 +17,7 @@ from rich.table import Table
 
 from corral.adapters.console import SerialConsole
 from corral.core.errors import CorralError, InvalidInput
-from corral.core.spec import GuestSpec, parse_load, spec_from_toml
+from corral.core.spec import spec_from_mapping, spec_from_toml
 from corral.services.context import Corral, open_corral
 
 app = typer.Typer(
@@ -200,12 +200,12 @@ def create(
     else:
         if name is None or image is None:
             raise InvalidInput("a guest needs a NAME and --image (or --spec FILE)")
-        from corral.core.spec import LoadSpec
-        from corral.core.validate import check_path
-
-        guest = GuestSpec(name=name, image=image, vcpus=vcpus, memory_mib=memory, disk_gib=disk,
-                          iso=check_path(iso, "iso") if iso else None,
-                          load=parse_load(load) if load else LoadSpec())
+        fields: dict[str, Any] = {"name": name, "image": image, "vcpus": vcpus, "memory": memory}
+        for key, value in (("disk", disk), ("iso", iso), ("load", load)):
+            if value is not None:
+                fields[key] = value
+        # The same builder as spec files and the REST API; a relative --iso is relative to here.
+        guest = spec_from_mapping(fields, base_dir=Path.cwd())
     details = corral().guests.create(guest, start=start, wait=wait, progress=say)
     out.print(f"{details.name}: {details.state}")
 

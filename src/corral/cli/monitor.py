@@ -194,13 +194,15 @@ def _sample_dict(sample: Sample) -> dict[str, Any]:
 
 
 def _live_table(samples: Sequence[Sample], states: dict[str, str], sort: str, reverse: bool) -> Table:
-    table = Table(header_style="bold reverse", box=None, expand=True)
-    for column in ("NAME", "STATE", "CPU(%)", "CPU(host %)", "MEM(MiB)", "MEM(%)", "DISK R/W (KiB/s)",
-                   "IOPS R/W", "NET RX/TX (KiB/s)"):
-        table.add_column(column, justify="left" if column in ("NAME", "STATE") else "right")
     by_name = {s.domain: s for s in samples}
     names = [n for n in [*states, *by_name] if n != HOST_DOMAIN]
     names = list(dict.fromkeys(names))
+    # Compact headers so that 80 columns hold every column; names are never cut.
+    table = Table(header_style="bold reverse", box=None, expand=True, padding=(0, 1))
+    table.add_column("NAME", no_wrap=True, min_width=max(len(HOST_DOMAIN), *(len(n) for n in names)))
+    table.add_column("STATE", no_wrap=True)
+    for column in ("CPU%", "HOST%", "MEM MiB", "MEM%", "DISK R/W KiB/s", "IOPS R/W", "NET RX/TX KiB/s"):
+        table.add_column(column, justify="right")
 
     def key(name: str) -> Any:
         v = by_name[name].values if name in by_name else {}

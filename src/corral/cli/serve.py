@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.core.errors import Conflict, CorralError, InvalidInput
+from corral.monitoring.exporter import parse_listen as parse_listen_address
 from corral.services.context import Corral
 from corral.services.users import UserStore, users_path
 
@@ -21,14 +22,7 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[v6]:PORT` or `:PORT` (loopback)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise InvalidInput(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
-    host = host.strip("[]") or "127.0.0.1"
-    if any(ch.isspace() for ch in host) or "/" in host:
-        raise InvalidInput(f"--listen {text!r}: {host!r} is not a host name or address")
-    return host, int(port_text)
+    return parse_listen_address(text, DEFAULT_LISTEN)
 
 
 def read_password(prompt: str = "Password") -> str:

@@ -236,7 +236,7 @@ def clone_domain_xml(xml: str, new_name: str, path_map: dict[Path, Path], consol
     cmdline = root.find("os/cmdline")
     if cmdline is not None and cmdline.text:
         cmdline.text = " ".join(
-            f"corral.name={new_name}" if word == f"corral.name={old_name}" else word
+            f"corral.name={guest_hostname(new_name)}" if word == f"corral.name={guest_hostname(old_name)}" else word
             for word in cmdline.text.split()
         )
     meta = root.find(f"metadata/{{{CORRAL_NS}}}guest")
@@ -260,9 +260,14 @@ def snapshot_xml(name: str, description: str) -> str:
     return ET.tostring(snap, encoding="unicode")
 
 
+def guest_hostname(name: str) -> str:
+    """A domain name as a hostname: '.' and '_' (valid in names, not in hostnames) become '-'."""
+    return name.replace(".", "-").replace("_", "-")
+
+
 def tiny_cmdline(base: str, name: str, load: LoadSpec) -> str:
     """The built-in image's kernel command line: its hostname and the workload it runs at boot."""
-    words = [*base.split(), f"corral.name={name}"]
+    words = [*base.split(), f"corral.name={guest_hostname(name)}"]
     if load.cpu_pct:
         words.append(f"corral.cpu={load.cpu_pct:g}")
     if load.disk_kbps:

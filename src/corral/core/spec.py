@@ -62,8 +62,8 @@ def load_from_mapping(data: Mapping[str, Any]) -> LoadSpec:
     cpu = _number(data.get("cpu", 0), "load cpu")
     disk = _number(data.get("disk", 0), "load disk")
     net = _number(data.get("net", 0), "load net")
-    if not 0 <= cpu <= 100:
-        raise InvalidInput(f"load cpu={cpu:g} must be between 0 and 100 (percent of each vCPU)")
+    if not 0 <= cpu <= 100 or cpu != int(cpu):
+        raise InvalidInput(f"load cpu={cpu:g} must be a whole percent between 0 and 100 (of each vCPU)")
     for key, value in (("disk", disk), ("net", net)):
         if not 0 <= value <= 1_000_000:
             raise InvalidInput(f"load {key}={value:g} must be between 0 and 1000000 KiB/s")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -11,6 +13,7 @@ import libvirt
 import psutil
 
 from corral.adapters.libvirt_host import LibvirtHost, translated
+from corral.core.errors import CorralError
 from corral.monitoring.hostcounters import HostCounterReader
 from corral.monitoring.metrics import HOST_DOMAIN, Sample
 from corral.monitoring.rates import Counters, guest_counters, sample_values
@@ -54,10 +57,23 @@ class Sampler:
 def run_sampler(sampler: Sampler, interval_s: float, on_samples: Callable[[Sequence[Sample]], None],
                 stop: threading.Event) -> None:
     """Sample every `interval_s` on a fixed schedule (no drift) until `stop` is set."""
-    sampler.sample()  # the first reading only primes the counters
+    log = logging.getLogger("corral.sampler")
+    failing = False
+    with contextlib.suppress(CorralError):
+        sampler.sample()  # the first reading only primes the counters
     deadline = time.monotonic() + interval_s
     while not stop.wait(max(0.0, deadline - time.monotonic())):
-        on_samples(sampler.sample())
+        try:
+            samples = sampler.sample()
+        except CorralError as exc:  # libvirtd restarting: say so once, keep the schedule, try again
+            if not failing:
+                log.warning("sampling failed, will retry every interval: %s", exc.message)
+            failing = True
+        else:
+            if failing:
+                log.warning("sampling works again")
+            failing = False
+            on_samples(samples)
         deadline += interval_s
         if deadline < time.monotonic():  # fell behind (suspended host): skip, don't burst
             deadline = time.monotonic() + interval_s

@@ -148,6 +148,51 @@ def first_fit_decreasing(D: FloatArray, lim: Limits, order: IntArray | None = No
     return assign
 
 
+def least_peak_fit(D: FloatArray, lim: Limits, order: IntArray | None = None) -> IntArray:
+    """Decreasing-size placement that keeps hosts flat: each server goes to the feasible open
+    host whose peak (over resources and steps) it raises least — zero when it fits under the
+    host's current peak, i.e. in the host's valleys — ties to the fullest host; else a new host.
+    Servers that fit nowhere get -1. Usually a few hosts fewer than best fit, and a better start
+    for the search."""
+    n, R, T = D.shape
+    if order is None:
+        order = np.argsort(-sizes(D), kind="stable")
+    assign = np.full(n, -1, dtype=np.int64)
+    cap_hosts = 16
+    loads = np.zeros((cap_hosts, R * T))
+    total = np.zeros(cap_hosts)
+    hmax = np.zeros(cap_hosts)
+    m = 0
+    alone = hosts_ok(D, lim)
+    d_flat = D.reshape(n, R * T)
+    for i in order.tolist():
+        if not alone[i]:
+            continue
+        d = d_flat[i]
+        chosen = -1
+        if m:
+            new = loads[:m] + d
+            peak = new.max(axis=1)
+            ok = peak <= 1.0 + EPS if lim.k == 0 else hosts_ok(new.reshape(m, R, T), lim)
+            if ok.any():
+                # peak increase first; among hosts it leaves flat, the fullest
+                score = np.where(ok, (peak - hmax[:m]) - 1e-9 * total[:m], np.inf)
+                chosen = int(np.argmin(score))
+        if chosen < 0:
+            if m == cap_hosts:
+                cap_hosts *= 2
+                loads = np.concatenate([loads, np.zeros_like(loads)])
+                total = np.concatenate([total, np.zeros_like(total)])
+                hmax = np.concatenate([hmax, np.zeros_like(hmax)])
+            chosen = m
+            m += 1
+        loads[chosen] += d
+        total[chosen] += float(d.sum())
+        hmax[chosen] = float(loads[chosen].max())
+        assign[i] = chosen
+    return assign
+
+
 def peak_ffd(D: FloatArray, lim: Limits) -> IntArray:
     """The classic baseline: each server sized by its peak per resource (time ignored), packed by
     first-fit decreasing on those peak vectors."""
@@ -397,15 +442,23 @@ def repair_to_m(
     loads = host_loads(assign, flat, m)
     weights = np.ones(R * T, dtype=flat.dtype)
     _overflow: Callable[[FloatArray], FloatArray]
+    _overflow_tmp: Callable[[FloatArray], FloatArray]  # may overwrite its argument
     if weighted and lim.k == 0:
         # breakout: the steps where a host stays overloaded at a local minimum weigh more and
         # more, so the search stops circling around them
         def weighted_overflow(rows: FloatArray) -> FloatArray:
             return np.asarray(np.maximum(rows - 1.0, 0.0) @ weights)
 
+        def weighted_overflow_tmp(rows: FloatArray) -> FloatArray:
+            rows -= 1.0  # a temporary: overwritten in place (no extra allocation)
+            np.maximum(rows, 0.0, out=rows)
+            return np.asarray(rows @ weights)
+
         _overflow = weighted_overflow
+        _overflow_tmp = weighted_overflow_tmp
     else:
         _overflow = penalty_fn(lim, R, T)
+        _overflow_tmp = _overflow
     over = _overflow(loads)
     tabu_until = np.zeros((n, m), dtype=np.int64)
     it = 0
@@ -422,7 +475,7 @@ def repair_to_m(
         b = int(bad[rng.integers(bad.size)]) if rng.random() < 0.3 else int(bad[np.argmax(over[bad])])
         members = np.flatnonzero(assign == b)
         dm = flat[members]  # (k, C)
-        out_gain = _overflow(loads[b][None, :] - dm) - over[b]  # (k,) <= 0
+        out_gain = _overflow_tmp(loads[b][None, :] - dm) - over[b]  # (k,) <= 0
         if m > max_targets:
             # only the hosts with the most room where host b overflows are worth evaluating
             cols = loads[b] > 1.0 + EPS
@@ -432,12 +485,12 @@ def repair_to_m(
         else:
             targets = np.flatnonzero(np.arange(m) != b)
         new = loads[targets][None, :, :] + dm[:, None, :]  # (k, targets, C)
-        in_cost = _overflow(new) - over[targets][None, :]
+        in_cost = _overflow_tmp(new) - over[targets][None, :]
         delta = in_cost + out_gain[:, None]
         delta[tabu_until[members][:, targets] >= it] = np.inf
         flat_idx = int(np.argmin(delta))
         if swaps and delta.flat[flat_idx] > -EPS and _try_swap(
-            flat, assign, loads, over, b, members, targets, tabu_until, it, tenure, rng, _overflow,
+            flat, assign, loads, over, b, members, targets, tabu_until, it, tenure, rng, _overflow_tmp,
             float(delta.flat[flat_idx]),
         ):  # fmt: skip
             continue
@@ -469,15 +522,16 @@ def _try_swap(
     it: int,
     tenure: int,
     rng: np.random.Generator,
-    pen: Callable[[FloatArray], FloatArray],
+    pen: Callable[[FloatArray], FloatArray],  # may overwrite its argument
     best_move: float,
     swap_hosts: int = 32,
+    top_servers: int = 4,
 ) -> bool:
     """Exchange one of the servers most responsible for host b's overflow with a server of a
     candidate host, if that beats the best single move. Mutates the state on success."""
     excess = np.maximum(loads[b] - 1.0, 0.0)
     contrib = np.minimum(flat[members], excess).sum(axis=1)
-    top = members[np.argsort(-contrib)[:4]]
+    top = members[np.argsort(-contrib)[:top_servers]]
     room = loads[targets][:, excess > 0].sum(axis=1)
     near = targets[np.argsort(room)[:swap_hosts]]
     cand = np.flatnonzero(np.isin(assign, near))
@@ -501,8 +555,8 @@ def _try_swap(
     g = int(assign[j])
     loads[b] += flat[j] - flat[i]
     loads[g] += flat[i] - flat[j]
-    over[b] = float(pen(loads[b]))
-    over[g] = float(pen(loads[g]))
+    over[b] = float(pen(loads[b].copy()))  # pen may overwrite its argument
+    over[g] = float(pen(loads[g].copy()))
     assign[i], assign[j] = g, b
     tabu_until[i, b] = it + tenure + int(rng.integers(0, 4))
     tabu_until[j, g] = it + tenure + int(rng.integers(0, 4))

@@ -8,12 +8,14 @@ from a day of the servers' traces: one host of the same kind holds all five, und
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from corral.adapters.libvirt_host import ACTIVE_STATES
+from corral.core.errors import Conflict
 from corral.core.spec import GuestSpec, LoadSpec
 from corral.services.context import Corral
 from corral.services.guests import ListedDomain
@@ -51,9 +53,34 @@ class DemoResult:
     report_path: Path
 
 
+def _ledger(corral: Corral) -> Path:
+    """The demo's own record of the guests it made: only those are ever reused or deleted."""
+    return corral.settings.data_dir / "demo" / "guests.json"
+
+
+def _made_by_demo(corral: Corral) -> set[str]:
+    try:
+        return set(json.loads(_ledger(corral).read_text()))
+    except (OSError, ValueError):
+        return set()
+
+
+def _record(corral: Corral, names: set[str]) -> None:
+    path = _ledger(corral)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(sorted(names)))
+    tmp.replace(path)
+
+
 def run_demo(corral: Corral, step: Step | None = None) -> DemoResult:
     """Build the image if needed, create and boot the five guests, plan their consolidation."""
     say = step or (lambda _what, _done, _total: None)
+    ours = _made_by_demo(corral)
+    for server in DEMO_SERVERS:
+        if corral.libvirt.exists(server.name) and server.name not in ours:
+            raise Conflict(f"a guest named {server.name!r} exists and was not made by the demo; the demo "
+                           "leaves it alone: rename or delete it, or point CORRAL_LIBVIRT_URI elsewhere")
     if not corral.images.exists(TINY):
         corral.images.build_tiny(lambda what, fraction: say(f"image: {what}", int(fraction * 100), 100))
     total = len(DEMO_SERVERS)
@@ -62,6 +89,8 @@ def run_demo(corral: Corral, step: Step | None = None) -> DemoResult:
             say(f"{server.name}: creating", done, total)
             spec = GuestSpec(server.name, TINY, vcpus=1, memory_mib=server.memory_mib, load=server.load)
             corral.guests.create(spec)
+            ours.add(server.name)
+            _record(corral, ours)
         if corral.libvirt.state(server.name) not in ACTIVE_STATES:
             say(f"{server.name}: booting", done, total)
             corral.guests.start(server.name, wait=True)
@@ -98,10 +127,13 @@ def plan_demo(folder: Path) -> tuple[dict[str, Any], list[str], Path, Path]:
 
 
 def clean_demo(corral: Corral) -> list[str]:
-    """Delete the demo's guests (and nothing else); return their names."""
+    """Delete the guests the demo made (never a user's guest that shares a name); return their names."""
+    ours = _made_by_demo(corral)
     deleted = []
     for server in DEMO_SERVERS:
-        if corral.libvirt.exists(server.name):
+        if server.name in ours and corral.libvirt.exists(server.name):
             corral.guests.delete(server.name)
             deleted.append(server.name)
+        ours.discard(server.name)
+    _record(corral, ours)
     return deleted

@@ -23,6 +23,7 @@ from corral.adapters.accel import emulator_path
 from corral.adapters.console import SerialConsole
 from corral.adapters.hostinfo import host_snapshot
 from corral.adapters.libvirt_host import ACTIVE_STATES, DomainRow, LibvirtHost
+from corral.adapters.locks import HostLock
 from corral.config import Settings
 from corral.core.capacity import admission_violations, footprint
 from corral.core.domxml import (
@@ -105,6 +106,8 @@ class GuestService:
         self.libvirt = libvirt_host
         self.images = images
         self.host = host
+        # Admission check and start happen under one lock, so two starts cannot both pass the check.
+        self._admission = HostLock(settings.data_dir / "admission.lock")
 
     # --- admission ---------------------------------------------------------------------
     def check_admission(self, name: str, vcpus: int, memory_mib: int, load_cpu_pct: float | None,
@@ -136,12 +139,10 @@ class GuestService:
         self.check_admission(spec.name, spec.vcpus, spec.memory_mib, spec.load.declared_cpu_pct,
                              beside_running=start)
         guest_dir = self.settings.guests_dir / spec.name
-        if guest_dir.exists():
-            raise Conflict(f"{guest_dir} already exists (left from an earlier guest?); remove it first")
         accel = self.host.accelerator()
+        _make_own_folder(guest_dir)  # exclusive: a concurrent create of the same name gets a Conflict here
         defined = False
         try:
-            guest_dir.mkdir(parents=True)
             say("making disks")
             disks = self._make_disks(spec, image.kind, image.path, image.format, guest_dir)
             plan = DomainPlan(
@@ -164,14 +165,20 @@ class GuestService:
             self.libvirt.define(build_domain_xml(plan))
             defined = True
             if start:
-                self.start(spec.name, wait=wait, progress=progress, admission_checked=True)
-        except BaseException:
+                self.start(spec.name, wait=wait, progress=progress)
+        except BaseException as exc:
+            last_words = _log_tail(guest_dir / "console.log") if isinstance(exc, GuestTimeout) else ""
             if defined:
                 with contextlib.suppress(Exception):
                     if self.libvirt.state(spec.name) in ACTIVE_STATES:
                         self.libvirt.act(spec.name, "destroy", lambda d: d.destroy())
                     self.libvirt.undefine(spec.name)
             shutil.rmtree(guest_dir, ignore_errors=True)
+            if isinstance(exc, GuestTimeout):
+                raise GuestTimeout(f"{spec.name} did not come up within {self.settings.boot_timeout_s:g} s "
+                                   f"and was removed; its console ended with: {last_words or '(nothing)'}") from None
+            if isinstance(exc, OSError):
+                raise BackendError(f"create {spec.name}: {exc}") from None
             raise
         return self.info(spec.name)
 
@@ -195,23 +202,26 @@ class GuestService:
         return disks
 
     # --- life cycle ----------------------------------------------------------------------
-    def start(self, name: str, *, wait: bool = False, progress: Progress | None = None,
-              admission_checked: bool = False) -> GuestInfo:
+    def start(self, name: str, *, wait: bool = False, progress: Progress | None = None) -> GuestInfo:
         say = progress or (lambda _msg: None)
-        state = self.libvirt.state(name)
-        if state in ACTIVE_STATES:
-            raise Conflict(f"{name} is already {state}")
-        if not admission_checked:
-            facts = parse_domain_xml(self.libvirt.xml(name, inactive=True))
-            load = facts.meta.load.declared_cpu_pct if facts.meta else None
-            self.check_admission(name, facts.vcpus, facts.memory_mib, load, beside_running=True)
-        say("starting")
-        log_offset = self.console_log_size(name)
-        self.libvirt.act(name, "start", lambda d: d.create())
+        with self._admission.held():
+            state = self.libvirt.state(name)
+            if state in ACTIVE_STATES:
+                raise Conflict(f"{name} is already {state}")
+            self._admit_defined(name)
+            say("starting")
+            log_offset = self.console_log_size(name)
+            self.libvirt.act(name, "start", lambda d: d.create())
         if wait:
             say("waiting for the guest to come up")
             self.wait_ready(name, self.settings.boot_timeout_s, log_offset=log_offset)
         return self.info(name)
+
+    def _admit_defined(self, name: str) -> None:
+        """The admission check for a defined guest about to run (call with the admission lock held)."""
+        facts = parse_domain_xml(self.libvirt.xml(name, inactive=True))
+        load = facts.meta.load.declared_cpu_pct if facts.meta else None
+        self.check_admission(name, facts.vcpus, facts.memory_mib, load, beside_running=True)
 
     def console_log_size(self, name: str) -> int:
         """Where the next boot's output will begin in the guest's console log."""
@@ -332,11 +342,9 @@ class GuestService:
         if facts.meta is None:
             raise Conflict(f"{source} was not made by Corral; clone it with virt-clone")
         guest_dir = self.settings.guests_dir / new_name
-        if guest_dir.exists():
-            raise Conflict(f"{guest_dir} already exists; remove it first")
+        _make_own_folder(guest_dir)
         path_map: dict[Path, Path] = {}
         try:
-            guest_dir.mkdir(parents=True)
             for index, owned in enumerate(facts.meta.owned_files):
                 target = guest_dir / (owned.name if owned.name else f"disk{index}.qcow2")
                 qemu_img.copy_keeping_backing(owned, target)
@@ -369,9 +377,15 @@ class GuestService:
         return result
 
     def snapshot_revert(self, name: str, snapshot: str) -> GuestInfo:
+        """Return to a snapshot. One taken while the guest ran starts it: the guard is asked first."""
         check_name(snapshot, "snapshot name")
-        self.libvirt.act(name, f"revert to snapshot {snapshot} of",
-                         lambda d: d.revertToSnapshot(d.snapshotLookupByName(snapshot, 0), 0))
+        with self._admission.held():
+            taken_running = any(s.name == snapshot and s.state in ("running", "paused")
+                                for s in self.snapshot_list(name))
+            if taken_running and self.libvirt.state(name) not in ACTIVE_STATES:
+                self._admit_defined(name)
+            self.libvirt.act(name, f"revert to snapshot {snapshot} of",
+                             lambda d: d.revertToSnapshot(d.snapshotLookupByName(snapshot, 0), 0))
         return self.info(name)
 
     def snapshot_delete(self, name: str, snapshot: str) -> None:
@@ -438,6 +452,27 @@ class GuestService:
     def open_console(self, name: str) -> SerialConsole:
         self._require_active(name, "open the console of")
         return SerialConsole(self.libvirt.uri, name)
+
+
+def _make_own_folder(folder: Path) -> None:
+    """Create a guest's folder, failing if it exists: only its creator may ever remove it."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()
+    except FileExistsError:
+        raise Conflict(f"{folder} already exists (another create of this name, or left from an earlier "
+                       "guest); remove it first") from None
+    except OSError as exc:
+        raise BackendError(f"cannot create {folder}: {exc.strerror}") from None
+
+
+def _log_tail(path: Path) -> str:
+    """The last few hundred characters a guest printed, on one line (for an error message)."""
+    try:
+        text = path.read_bytes()[-4096:].decode(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())[-300:]
 
 
 def _log_has(path: Path, marker: bytes, offset: int) -> bool:
