@@ -49,7 +49,9 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
+from corral.core.domxml import tiny_cmdline
 from corral.core.errors import BackendError
+from corral.core.spec import LoadSpec
 
 __all__ = [
     "BASE_CMDLINE",
@@ -117,7 +119,8 @@ def load_cmdline(base_cmdline: str, name: str, cpu_pct: int = 0, disk_kbps: int 
     ):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
             raise ValueError(f"{what} must be an integer in 0..{top}, got {value!r}")
-    return f"{base_cmdline} corral.name={name} corral.cpu={cpu_pct} corral.disk={disk_kbps} corral.net={net_kbps}"
+    # One formatter of the contract: the same one that writes guests' domain XML.
+    return tiny_cmdline(base_cmdline, name, LoadSpec(cpu_pct, disk_kbps, net_kbps))
 
 
 def parse_ready_line(text: str) -> tuple[str, str | None] | None:

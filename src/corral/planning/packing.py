@@ -429,6 +429,7 @@ def repair_to_m(
     lim: Limits = Limits(),
     swaps: bool = True,
     weighted: bool = True,
+    bump: float = 0.5,
 ) -> IntArray | None:
     """Starting from ``assign`` (hosts 0..m-1, possibly overloaded), move servers
     between hosts to drive the total overflow (sum over hosts and steps of load above 1) to zero:
@@ -495,7 +496,7 @@ def repair_to_m(
         ):  # fmt: skip
             continue
         if weighted and lim.k == 0 and delta.flat[flat_idx] > -EPS:
-            weights[loads[b] > 1.0] += 0.5
+            weights[loads[b] > 1.0] += bump
             over = _overflow(loads)
         if not np.isfinite(delta.flat[flat_idx]):
             continue

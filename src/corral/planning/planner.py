@@ -258,23 +258,27 @@ def _search(
     """Plan one group: (assignment, first-fit hosts, method, proven optimal)."""
     ffd = pk.first_fit_decreasing(D, lim)
     ffd_hosts = int(ffd.max()) + 1
+    # a second construction that keeps hosts flat; the search starts from the better of the two
+    lpf = pk.least_peak_fit(D, lim)
+    start, how = (lpf, "least-peak fit") if int(lpf.max()) < int(ffd.max()) else (ffd, "best-fit decreasing")
+    start_hosts = int(start.max()) + 1
     lb, _ = pk.lower_bound(D, lim)
-    if ffd_hosts == lb:
-        return ffd, ffd_hosts, "best-fit decreasing", True
+    if start_hosts == lb:
+        return start, ffd_hosts, how, True
     if lim.k == 0 and D.shape[0] <= exact_max_servers:
-        sol, proven, _ = pk.exact_cpsat(D, ffd_hosts, deadline - time.perf_counter())
-        if sol is not None and int(sol.max()) + 1 <= ffd_hosts and pk.check_assignment(D, sol, lim):
+        sol, proven, _ = pk.exact_cpsat(D, start_hosts, deadline - time.perf_counter())
+        if sol is not None and int(sol.max()) + 1 <= start_hosts and pk.check_assignment(D, sol, lim):
             return sol, ffd_hosts, "CP-SAT" + (" (optimal)" if proven else " (time limit)"), proven
-        return ffd, ffd_hosts, "best-fit decreasing (CP-SAT found nothing better in time)", False
-    cur, method = ffd, "best-fit decreasing + drop-and-repair (tabu search)"
+        return start, ffd_hosts, f"{how} (CP-SAT found nothing better in time)", False
+    cur, method = start, f"{how} + drop-and-repair (tabu search)"
     if lim.k:  # percentile mode: first empty what can be emptied by plain moves
         now = time.perf_counter()
-        cur = pk.empty_hosts(D, ffd, lim, now + 0.2 * max(0.0, deadline - now))
-        method = "best-fit decreasing + local search + drop-and-repair (tabu search)"
+        cur = pk.empty_hosts(D, start, lim, now + 0.2 * max(0.0, deadline - now))
+        method = f"{how} + local search + drop-and-repair (tabu search)"
     cur = pk.minimize_hosts(D, cur, lb, deadline, seed=seed, lim=lim, on_progress=tick)
-    if pk.check_assignment(D, cur, lim) and int(cur.max()) + 1 <= ffd_hosts:
+    if pk.check_assignment(D, cur, lim) and int(cur.max()) + 1 <= start_hosts:
         return pk.compact(cur), ffd_hosts, method, int(cur.max()) + 1 == lb
-    return ffd, ffd_hosts, method, False
+    return start, ffd_hosts, method, False
 
 
 def human(value: float, resource: str) -> str:
