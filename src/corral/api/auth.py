@@ -11,7 +11,6 @@ one-time console tickets, and the ASGI middleware that puts every non-public pat
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import secrets
 import threading
 import time
@@ -247,10 +246,3 @@ def _same_origin(conn: HTTPConnection) -> bool:
     return origin.split("://", 1)[-1].rstrip("/") == host
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -15,7 +15,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from corral.adapters.console import SerialConsole
 from corral.core.errors import CorralError, InvalidInput
 from corral.core.spec import spec_from_mapping, spec_from_toml
 from corral.services.context import Corral, open_corral
@@ -38,6 +37,8 @@ _corral: Corral | None = None
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+
+    from corral.adapters.console import SerialConsole
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 NameArg = Annotated[str, typer.Argument(help="Domain name.")]

@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.core.errors import Conflict, CorralError, InvalidInput
-from corral.monitoring.exporter import parse_listen as parse_listen_address
+from corral.core.validate import is_loopback
+from corral.core.validate import parse_listen as parse_listen_address
 from corral.services.context import Corral
 from corral.services.users import UserStore, users_path
 
@@ -58,7 +59,6 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
         import uvicorn
 
         from corral.api.app import LOOPBACK_HOSTS, create_app
-        from corral.api.auth import is_loopback
 
         host, port = parse_listen(listen)
         if (certfile is None) != (keyfile is None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -42,3 +43,22 @@ def check_path(value: str | Path, what: str = "path", *, must_exist: bool = True
     if must_exist and not path.is_file():
         raise InvalidInput(f"{what} {text!r} does not exist or is not a file")
     return path
+
+
+def parse_listen(text: str, example: str = "127.0.0.1:9177") -> tuple[str, int]:
+    """`HOST:PORT`, `[v6]:PORT` or `:PORT` (loopback)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise InvalidInput(f"listen address {text!r}: expected HOST:PORT, e.g. {example}")
+    host = host.strip("[]") or "127.0.0.1"
+    if any(ch.isspace() for ch in host) or "/" in host:
+        raise InvalidInput(f"listen address {text!r}: {host!r} is not a host name or address")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (bracketed or not) or localhost."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"

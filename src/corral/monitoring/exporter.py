@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from corral.core.errors import BackendError, InvalidInput
+from corral.core.validate import is_loopback, parse_listen
 from corral.monitoring.prometheus import CONTENT_TYPE
-
-
-def parse_listen(text: str, example: str = "127.0.0.1:9177") -> tuple[str, int]:
-    """`HOST:PORT`, `[v6]:PORT` or `:PORT` (loopback)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise InvalidInput(f"listen address {text!r}: expected HOST:PORT, e.g. {example}")
-    host = host.strip("[]") or "127.0.0.1"
-    if any(ch.isspace() for ch in host) or "/" in host:
-        raise InvalidInput(f"listen address {text!r}: {host!r} is not a host name or address")
-    return host, int(port_text)
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def serve_metrics(address: str, render: Callable[[], str]) -> ThreadingHTTPServer:

@@ -13,14 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import libvirt
 import libvirt_qemu
 
 from corral.adapters import qemu_img
 from corral.adapters.accel import emulator_path
-from corral.adapters.console import SerialConsole
 from corral.adapters.hostinfo import host_snapshot
 from corral.adapters.libvirt_host import ACTIVE_STATES, DomainRow, LibvirtHost
 from corral.adapters.locks import HostLock
@@ -40,6 +39,9 @@ from corral.core.spec import GuestSpec
 from corral.core.validate import check_domain_name, check_name
 from corral.services.host import HostService
 from corral.services.images import ImageService
+
+if TYPE_CHECKING:
+    from corral.adapters.console import SerialConsole
 
 GIB = 1024**3
 READY_MARKER = b"CORRAL-READY"
@@ -450,6 +452,8 @@ class GuestService:
         self.images.remove(image, users)
 
     def open_console(self, name: str) -> SerialConsole:
+        from corral.adapters.console import SerialConsole  # its event loop only when a console opens
+
         self._require_active(name, "open the console of")
         return SerialConsole(self.libvirt.uri, name)
 
