@@ -34,10 +34,10 @@ def summary_lines(plan: Plan | Mapping[str, Any]) -> list[str]:
     n_hosts = len(d["hosts"])
     cur = d["costs"]["params"]["currency"]
     lines = [
-        f"{d['before']['servers']} servers -> {n_hosts} x {d['host_kind']['name']} hosts "
+        f"{d['before']['servers']} servers -> {n_hosts} x {d['host_kind']['name']} {_hosts(n_hosts)} "
         f"(cap {d['cap']:.0%}{', percentile ' + str(d['percentile']) if d['percentile'] is not None else ''}, "
         f"resources {','.join(d['resources'])})",
-        f"lower bound {lb} hosts, gap {_pct(d['gap'])}; packing by peak would need "
+        f"lower bound {lb} {_hosts(lb)}, gap {_pct(d['gap'])}; packing by peak would need "
         f"{d['baselines']['peak_ffd_hosts']}, plain first fit {d['baselines']['first_fit_hosts']}",
         f"CPU utilization raised from {_pct(d['utilization']['before_mean'])} "
         f"to {_pct(d['utilization']['after_mean'])}",
@@ -237,9 +237,9 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
     n_hosts = len(d["hosts"])
     out = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Corral consolidation plan: {d['before']['servers']} servers on {n_hosts} hosts</title>",
+        f"<title>Corral consolidation plan: {d['before']['servers']} servers on {n_hosts} {_hosts(n_hosts)}</title>",
         f"<style>{CSS}</style></head><body>",
-        f"<h1>{d['before']['servers']} servers → {n_hosts} {escape(kind)} hosts</h1>",
+        f"<h1>{d['before']['servers']} servers → {n_hosts} {escape(kind)} {_hosts(n_hosts)}</h1>",
         f"<p class='muted'>cap {cap:.0%} of each host"
         + (f", percentile {d['percentile']}" if d["percentile"] is not None else ", at every time step")
         + f"; resources {escape(', '.join(d['resources']))}; {d['grid']['steps']} steps of "
@@ -268,7 +268,9 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
             f"before: {d['before']['servers']} servers, CPU utilization",
         ),
         _histogram(
-            d["after"]["cpu_utilization"]["histogram"]["counts"], "#4e79a7", f"after: {n_hosts} hosts, CPU utilization"
+            d["after"]["cpu_utilization"]["histogram"]["counts"],
+            "#4e79a7",
+            f"after: {n_hosts} {_hosts(n_hosts)}, CPU utilization",
         ),
         "</div>",
         _table(
@@ -353,7 +355,8 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
         "<h2>Cost</h2>",
         _cost_bars(c),
         _table(["per year", f"before ({c['before']['kind']})", f"after ({c['after']['kind']})"], rows),
-        f"<p>Savings {_money(c['savings_per_year'], cur)} per year; buying the {c['after']['machines']} hosts costs "
+        f"<p>Savings {_money(c['savings_per_year'], cur)} per year; buying the {c['after']['machines']} "
+        f"{_hosts(c['after']['machines'])} costs "
         f"{_money(c['capex'], cur)}, paid back in "
         + (f"{12 * c['payback_years']:.1f} months" if c["payback_years"] is not None else "never")
         + " by the operating savings.</p>",
@@ -381,3 +384,7 @@ def write_html_report(plan: Plan | Mapping[str, Any], path: str | Path) -> Path:
     p = Path(path)
     p.write_text(render_html(plan), encoding="utf-8")
     return p
+
+
+def _hosts(count: int) -> str:
+    return "host" if count == 1 else "hosts"
