@@ -253,6 +253,11 @@ def test_imported_images_are_never_written(corral: Corral, tmp_path: Path) -> No
             corral.images.import_image(image, base)
         with pytest.raises(InvalidInput, match="does not exist"):
             corral.images.import_image("ct-missing", tmp_path / "missing.qcow2")
+        chained = tmp_path / "chained.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(chained)],
+                       check=True)
+        with pytest.raises(InvalidInput, match="refers to another file"):
+            corral.images.import_image("ct-chained", chained)
         guest = name("disk")
         info = corral.guests.create(GuestSpec(guest, image, memory_mib=128, disk_gib=1, iso=iso), start=True)
         overlay = Path(info.disks[0]["path"])

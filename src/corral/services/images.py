@@ -121,6 +121,12 @@ class ImageService:
         else:
             details = qemu_img.info(source)
             fmt = details.get("format")
+            data_file = details.get("format-specific", {}).get("data", {}).get("data-file")
+            if details.get("backing-filename") or data_file:
+                # A guest could read whatever file a backing chain or data file names: take only
+                # self-contained images.
+                raise InvalidInput(f"{source} refers to another file ({details.get('backing-filename') or data_file}); "
+                                   "make it self-contained first: qemu-img convert -O qcow2 IN OUT")
             if fmt not in ("qcow2", "raw"):
                 raise InvalidInput(f"{source} is a {fmt} image; Corral takes qcow2, raw or ISO images")
             record = ImageRecord(name, "disk", created, int(details.get("virtual-size", 0)), str(source), fmt)
