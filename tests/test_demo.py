@@ -28,10 +28,10 @@ def test_demo_runs_five_servers_on_one_host_and_cleans_up(corral: Corral) -> Non
         assert result.returncode == 0, result.stderr
         assert "Domain-0" in result.stdout
         # The plan: the five servers at 8-18 % fit on one host of their own kind, under the cap.
-        plan = json.loads((corral.settings.data_dir / "demo" / "plan.json").read_text())
+        plan = corral.plans.read("demo")  # kept in the plan library, where corral serve shows it
         assert len(plan["hosts"]) == 1
         assert sorted(plan["hosts"][0]["servers"]) == sorted(s.name for s in DEMO_SERVERS)
-        assert (corral.settings.data_dir / "demo" / "report.html").stat().st_size > 10_000
+        assert (corral.settings.data_dir / "plans" / "demo.html").stat().st_size > 10_000
         listed = {row["name"]: row for row in json.loads(subprocess.run(
             [CORRAL_BIN, "list", "--json"], capture_output=True, text=True, check=True).stdout)}
         for server in DEMO_SERVERS:

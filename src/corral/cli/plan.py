@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from corral.planning.errors import PlanningError
+from corral.config import load_settings
+from corral.core.errors import CorralError, InvalidInput
 from corral.planning.names import FORMATS, RESOURCES
 
 EXIT_UNPLACEABLE = 3
@@ -33,8 +34,8 @@ def _fail(msg: str) -> typer.Exit:
 def _errors() -> Iterator[None]:
     try:
         yield
-    except PlanningError as exc:
-        raise _fail(str(exc).replace("\n", " ")) from None
+    except CorralError as exc:  # planning errors included
+        raise _fail(exc.message.replace("\n", " ")) from None
 
 
 @contextmanager
@@ -68,7 +69,7 @@ def _resources(text: str | None) -> list[str] | None:
     res = [r.strip() for r in text.split(",") if r.strip()]
     bad = [r for r in res if r not in RESOURCES]
     if bad or not res:
-        raise PlanningError(f"--resources: unknown resource(s) {', '.join(bad) or '(none)'}; use {','.join(RESOURCES)}")
+        raise InvalidInput(f"--resources: unknown resource(s) {', '.join(bad) or '(none)'}; use {','.join(RESOURCES)}")
     return res
 
 
@@ -101,43 +102,26 @@ def register(app: typer.Typer) -> None:
         html: Path | None = typer.Option(None, "--html", help="Also write the HTML report."),
         as_json: bool = typer.Option(False, "--json", help="Print the plan summary as JSON on stdout."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+        save: str | None = typer.Option(None, "--save", help="Also keep it in Corral's plan library as NAME."),
     ) -> None:
         """Plan the consolidation of the traced servers onto as few hosts as possible."""
-        # The planner (numpy, OR-Tools) loads only when a planning command runs: `corral list` stays fast.
-        from corral.planning.catalog import get_kind, load_catalog
-        from corral.planning.cost import CostParams, parse_cost_params
-        from corral.planning.importers import load_traces
-        from corral.planning.planner import check_cap, kinds_that_fit, plan_consolidation, validate_plan
         from corral.planning.report import summary_lines, write_html_report
-        from corral.planning.serialize import plan_to_json, write_plan_json
+        from corral.planning.serialize import write_plan_json
+        from corral.services.plans import PlanRequest, PlanService
 
         with _errors():
-            kinds = load_catalog(catalog)
-            kind = get_kind(kinds, host_kind)
-            bkind = get_kind(kinds, before_kind)
-            params = CostParams() if costs is None else parse_cost_params(_read(costs), str(costs))
-            res = _resources(resources)
-            check_cap(cap, percentile)
+            request = PlanRequest(
+                traces=traces, host_kind=host_kind, cap=cap, percentile=percentile,
+                resources=_resources(resources), fmt=fmt, time_budget_s=time_budget,
+                validate_on=validate_on or (), catalog=catalog, costs=costs, before_kind=before_kind,
+            )
+            service = PlanService(load_settings())
             with _progress(quiet) as update:
-                ts = load_traces(traces, fmt, progress=lambda d, t: update("reading traces", d, t))
-                plan = plan_consolidation(
-                    ts,
-                    kind,
-                    cap,
-                    percentile,
-                    res,
-                    time_budget,
-                    before_kind=bkind,
-                    cost_params=params,
-                    progress=lambda stage, f: update("planning", int(100 * f), 100, stage),
-                )
-                if validate_on:
-                    other = load_traces(
-                        validate_on, fmt, progress=lambda d, t: update("reading validation traces", d, t)
-                    )
-                    plan = validate_plan(plan, other, ", ".join(p.name for p in validate_on))
-            data = plan_to_json(plan)
+                outcome = service.make(request, update)
+            data = outcome.data
             write_plan_json(data, out)
+            if save is not None:
+                service.save(save, data)
             if html is not None:
                 write_html_report(data, html)
         if as_json:
@@ -145,14 +129,13 @@ def register(app: typer.Typer) -> None:
         else:
             for line in summary_lines(data):
                 print(line)
-            print(f"plan written to {out}" + (f", report to {html}" if html else ""))
+            print(f"plan written to {out}" + (f", report to {html}" if html else "")
+                  + (f", kept as {save!r} (corral serve shows it)" if save else ""))
         if data["unplaceable"]:
             first = data["unplaceable"][0]
-            fit = kinds_that_fit(ts, first["server"], list(kinds.values()), cap, percentile, plan.resources)
-            hint = f"; it would fit on: {', '.join(fit)}" if fit else "; no kind in the catalog can hold it"
             print(
                 f"corral: {len(data['unplaceable'])} server(s) unplaceable on {host_kind}, e.g. {first['server']}: "
-                f"{first['reason']}{hint} (see {out})",
+                f"{first['reason']}; {outcome.unplaceable_hint} (see {out})",
                 file=sys.stderr,
             )
             raise typer.Exit(EXIT_UNPLACEABLE)
@@ -165,10 +148,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Summarize a plan in the terminal and write its HTML report."""
         from corral.planning.report import summary_lines, write_html_report
-        from corral.planning.serialize import read_plan_json
+        from corral.services.plans import read_file
 
         with _errors():
-            data = read_plan_json(plan_file)
+            data = read_file(plan_file)
             if html is not None:
                 write_html_report(data, html)
             lines = summary_lines(data)
@@ -217,10 +200,3 @@ def register(app: typer.Typer) -> None:
         Console().print(table)
 
     app.command("hosts-kinds", hidden=True)(host_kinds_cmd)  # alias
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlanningError(f"{path}: cannot read: {exc.strerror}") from None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from corral.core.errors import InvalidInput
 
-class PlanningError(Exception):
-    """Base class of every planning error; the CLI prints its message on one line and exits 1."""
+
+class PlanningError(InvalidInput):
+    """Base class of every planning error: bad input (422 in the API); the CLI prints its message on
+    one line and exits 1."""
 
 
 class TraceFormatError(PlanningError):

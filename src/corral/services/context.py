@@ -14,6 +14,7 @@ from corral.services.images import ImageService
 
 if TYPE_CHECKING:
     from corral.services.monitoring import MonitoringService
+    from corral.services.plans import PlanService
 
 
 @dataclass
@@ -30,6 +31,12 @@ class Corral:
         from corral.services.monitoring import MonitoringService
 
         return MonitoringService(self.settings, self.libvirt)
+
+    @functools.cached_property
+    def plans(self) -> PlanService:
+        from corral.services.plans import PlanService
+
+        return PlanService(self.settings)
 
     def close(self) -> None:
         self.libvirt.close()

@@ -20,6 +20,7 @@ from corral.core.spec import GuestSpec, LoadSpec
 from corral.services.context import Corral
 from corral.services.guests import ListedDomain
 from corral.services.images import TINY
+from corral.services.plans import PlanRequest, PlanService
 
 BEFORE_KIND = "legacy-1u"
 CAP = 0.85
@@ -95,33 +96,25 @@ def run_demo(corral: Corral, step: Step | None = None) -> DemoResult:
             say(f"{server.name}: booting", done, total)
             corral.guests.start(server.name, wait=True)
     say("all five up; planning", total, total)
-    plan, summary, plan_path, report_path = plan_demo(corral.settings.data_dir / "demo")
+    plan, summary, plan_path, report_path = plan_demo(corral.plans)
     return DemoResult(corral.guests.listing(sample_s=1.0), plan, summary, plan_path, report_path)
 
 
-def plan_demo(folder: Path) -> tuple[dict[str, Any], list[str], Path, Path]:
-    """A day of the five servers' traces, planned onto hosts of their own kind; plan.json and report."""
-    from corral.planning import (
-        demo_traceset,
-        load_catalog,
-        plan_consolidation,
-        plan_to_json,
-        summary_lines,
-        write_html_report,
-        write_plan_json,
-    )
+def plan_demo(plans: PlanService) -> tuple[dict[str, Any], list[str], Path, Path]:
+    """A day of the five servers' traces, planned onto hosts of their own kind; kept as plan "demo"
+    in the plan library, with its HTML report beside it."""
+    from corral.planning import demo_traceset, load_catalog, summary_lines, write_html_report
 
-    kind = load_catalog()[BEFORE_KIND]
     traces = demo_traceset(
         names=[s.name for s in DEMO_SERVERS],
         mean_utils=[s.load.cpu_pct / 100 for s in DEMO_SERVERS],
         peak_hours=[s.peak_hour for s in DEMO_SERVERS],
-        kind=kind,
+        kind=load_catalog()[BEFORE_KIND],
     )
-    plan = plan_to_json(plan_consolidation(traces, kind, CAP, time_budget_s=2.0, before_kind=kind))
-    folder.mkdir(parents=True, exist_ok=True)
-    plan_path, report_path = folder / "plan.json", folder / "report.html"
-    write_plan_json(plan, plan_path)
+    request = PlanRequest(host_kind=BEFORE_KIND, before_kind=BEFORE_KIND, cap=CAP, time_budget_s=2.0)
+    plan = plans.plan(traces, request).data
+    plan_path = plans.save("demo", plan)
+    report_path = plan_path.with_suffix(".html")
     write_html_report(plan, report_path)
     return plan, summary_lines(plan), plan_path, report_path
 

@@ -1,0 +1,166 @@
+"""Consolidation plans: make one from traces, keep it in the plan library, read it back, render it.
+
+The CLI (`corral plan`, `corral report`), the REST API (`/api/plans`) and the demo all go
+through this service. The library is `<data_dir>/plans/<name>.json`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from corral.config import Settings
+from corral.core.errors import CorralError, InvalidInput, NotFound
+from corral.core.validate import check_name
+
+if TYPE_CHECKING:
+    from corral.planning.catalog import HostKind
+    from corral.planning.cost import CostParams
+    from corral.planning.model import TraceSet
+    from corral.planning.planner import Plan
+
+Update = Callable[[str, int, int, str | None], None]  # (stage, done, total, detail)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    traces: Sequence[Path] = ()
+    host_kind: str = "ml110-g5"
+    cap: float = 0.85
+    percentile: float | None = None
+    resources: Sequence[str] | None = None
+    fmt: str = "auto"
+    time_budget_s: float = 5.0
+    validate_on: Sequence[Path] = field(default_factory=tuple)
+    catalog: Path | None = None
+    costs: Path | None = None
+    before_kind: str = "legacy-1u"
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    plan: Plan
+    data: dict[str, Any]  # plan.json
+    unplaceable_hint: str | None  # for the first unplaceable server: the kinds it would fit on
+
+
+class PlanService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def folder(self) -> Path:
+        return self.settings.data_dir / "plans"
+
+    def make(self, request: PlanRequest, update: Update | None = None) -> PlanOutcome:
+        """Read the traces, plan, validate on other traces when asked; nothing is written. The
+        request is checked (host kinds, cap, costs) before any trace is read."""
+        from corral.planning.importers import load_traces
+
+        step = update or (lambda _stage, _done, _total, _detail: None)
+        resolved = _resolve(request)
+        traces = load_traces(list(request.traces), request.fmt,
+                             progress=lambda done, total: step("reading traces", done, total, None))
+        return self._plan(traces, request, resolved, step)
+
+    def plan(self, traces: TraceSet, request: PlanRequest, update: Update | None = None) -> PlanOutcome:
+        """Plan traces already in memory (request.traces is not read)."""
+        step = update or (lambda _stage, _done, _total, _detail: None)
+        return self._plan(traces, request, _resolve(request), step)
+
+    def _plan(self, traces: TraceSet, request: PlanRequest, resolved: _Resolved, step: Update) -> PlanOutcome:
+        from corral.planning.importers import load_traces
+        from corral.planning.planner import kinds_that_fit, plan_consolidation, validate_plan
+        from corral.planning.serialize import plan_to_json
+
+        resources = list(request.resources) if request.resources is not None else None
+        plan = plan_consolidation(
+            traces, resolved.kind, request.cap, request.percentile, resources, request.time_budget_s,
+            before_kind=resolved.before, cost_params=resolved.costs,
+            progress=lambda stage, fraction: step("planning", int(100 * fraction), 100, stage),
+        )
+        if request.validate_on:
+            other = load_traces(list(request.validate_on), request.fmt,
+                                progress=lambda done, total: step("reading validation traces", done, total, None))
+            plan = validate_plan(plan, other, ", ".join(p.name for p in request.validate_on))
+        data = plan_to_json(plan)
+        hint = None
+        if data["unplaceable"]:
+            first = data["unplaceable"][0]["server"]
+            fit = kinds_that_fit(traces, first, list(resolved.kinds.values()), request.cap, request.percentile,
+                                 plan.resources)
+            hint = f"it would fit on: {', '.join(fit)}" if fit else "no kind in the catalog can hold it"
+        return PlanOutcome(plan, data, hint)
+
+    # --- the library -------------------------------------------------------------------------
+    def _path(self, name: str) -> Path:
+        stem = name[:-5] if name.endswith(".json") else name
+        check_name(stem, "plan name")
+        return self.folder / f"{stem}.json"
+
+    def save(self, name: str, data: dict[str, Any]) -> Path:
+        from corral.planning.serialize import write_plan_json
+
+        path = self._path(name)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_plan_json(data, path)
+        return path
+
+    def names(self) -> list[dict[str, Any]]:
+        result = []
+        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
+            st = path.stat()
+            result.append({"name": path.stem, "size_bytes": st.st_size, "modified": st.st_mtime})
+        return result
+
+    def read(self, name: str) -> dict[str, Any]:
+        path = self._path(name)
+        if not path.is_file():
+            raise NotFound(f"no plan named {path.stem!r}")
+        return read_file(path)
+
+    def report_html(self, name: str) -> str:
+        from corral.planning.report import render_html
+
+        return render_html(self.read(name))
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    kinds: dict[str, HostKind]
+    kind: HostKind
+    before: HostKind
+    costs: CostParams
+
+
+def _resolve(request: PlanRequest) -> _Resolved:
+    from corral.planning.catalog import get_kind, load_catalog
+    from corral.planning.cost import CostParams, parse_cost_params
+    from corral.planning.planner import check_cap
+
+    kinds = load_catalog(request.catalog)
+    kind = get_kind(kinds, request.host_kind)
+    before = get_kind(kinds, request.before_kind)
+    costs = CostParams() if request.costs is None else parse_cost_params(_read(request.costs), str(request.costs))
+    check_cap(request.cap, request.percentile)
+    return _Resolved(kinds, kind, before, costs)
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """A plan.json anywhere (corral report FILE), with a clear error when it is not one."""
+    from corral.planning.errors import PlanningError
+    from corral.planning.serialize import read_plan_json
+
+    try:
+        return read_plan_json(path)
+    except PlanningError as exc:
+        raise InvalidInput(f"plan {path}: {exc}") from None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CorralError(f"{path}: cannot read: {exc.strerror}") from None
