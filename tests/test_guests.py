@@ -181,6 +181,10 @@ def test_bad_input_leaves_nothing_behind(corral: Corral, tmp_path: Path, overrid
     assert result.returncode == 2 and "invalid domain name" in result.stderr
     result = cli("create", name("iso"), "--image", "tiny", "--iso", "../../etc/passwd")
     assert result.returncode == 2 and "'..'" in result.stderr
+    missing = name("noiso")
+    result = cli("create", missing, "--image", "tiny", "--iso", "/nonexistent/install.iso")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert not corral.libvirt.exists(missing) and not (corral.settings.guests_dir / missing).exists()
 
 
 def test_virsh_and_corral_see_the_same_domains(corral: Corral, tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ def image_list(as_json: JsonOpt = False) -> None:
 def image_import(name: Annotated[str, typer.Argument(help="Name to register it under.")],
                  path: Annotated[str, typer.Argument(help="A qcow2 or raw disk image, or an ISO.")]) -> None:
     """Register your disk image or ISO (it is never written to: guests get overlays)."""
-    record = corral().images.import_image(name, path)
+    record = corral().images.import_image(name, Path(path).expanduser().absolute())
     out.print(f"image [bold]{record.name}[/bold]: {record.kind} {record.format}, {record.path}")
 
 
@@ -197,7 +197,10 @@ def create(
     if spec is not None:
         if any(v is not None for v in (name, image, disk, iso, load)):
             raise InvalidInput("give either --spec or a name and options, not both")
-        guest = spec_from_toml(spec)
+        from corral.adapters.files import read_text
+
+        spec_file = spec.expanduser().absolute()
+        guest = spec_from_toml(read_text(spec_file, "spec file"), str(spec), spec_file.parent)
     else:
         if name is None or image is None:
             raise InvalidInput("a guest needs a NAME and --image (or --spec FILE)")

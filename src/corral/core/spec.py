@@ -121,10 +121,7 @@ def spec_from_mapping(data: Mapping[str, Any], *, base_dir: Path | None = None) 
     if iso is not None:
         if not isinstance(iso, str):
             raise InvalidInput("spec field 'iso' must be a path string")
-        candidate = check_path(iso, "iso", must_exist=False)  # rejects '..' with the user's own text
-        if base_dir is not None and not Path(iso).is_absolute():
-            candidate = base_dir / iso  # relative to the spec file, like an include
-        iso_path = check_path(candidate, "iso")
+        iso_path = check_path(iso, "iso", base=base_dir)  # relative to the spec file (or the CLI's folder)
     disk = data.get("disk")
     return GuestSpec(
         name=data["name"],
@@ -137,13 +134,14 @@ def spec_from_mapping(data: Mapping[str, Any], *, base_dir: Path | None = None) 
     )
 
 
-def spec_from_toml(path: Path) -> GuestSpec:
-    checked = check_path(path, "spec file")
+def spec_from_toml(text: str, source: str, base_dir: Path | None) -> GuestSpec:
+    """A spec from the text of a TOML file (`source` names it in errors; relative paths in it are
+    relative to `base_dir`, the file's folder)."""
     try:
-        data = tomllib.loads(checked.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"spec file {str(path)!r} is not valid TOML: {exc}") from None
-    return spec_from_mapping(data, base_dir=checked.parent)
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"spec file {source!r} is not valid TOML: {exc}") from None
+    return spec_from_mapping(data, base_dir=base_dir)
 
 
 def _number(value: Any, what: str, *, integer: bool = False) -> float:

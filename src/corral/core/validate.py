@@ -32,16 +32,19 @@ def check_domain_name(value: str) -> str:
     return value
 
 
-def check_path(value: str | Path, what: str = "path", *, must_exist: bool = True) -> Path:
-    """An absolute or relative file path without '..' components, resolved to an absolute one."""
+def check_path(value: str | Path, what: str = "path", *, base: Path | None = None) -> Path:
+    """A file path without '..' components, made absolute against `base` (a relative path with no
+    base is refused). Syntax only: whether the file exists is for the caller to check."""
     text = str(value)
     if not text or "\x00" in text:
         raise InvalidInput(f"{what} is empty or contains a NUL byte")
-    if ".." in Path(text).parts:
+    path = Path(text)
+    if ".." in path.parts:
         raise InvalidInput(f"{what} {text!r} must not contain '..'")
-    path = Path(text).expanduser().absolute()
-    if must_exist and not path.is_file():
-        raise InvalidInput(f"{what} {text!r} does not exist or is not a file")
+    if not path.is_absolute():
+        if base is None or not base.is_absolute():
+            raise InvalidInput(f"{what} {text!r} must be an absolute path")
+        path = base / path
     return path
 
 

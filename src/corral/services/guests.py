@@ -20,6 +20,7 @@ import libvirt_qemu
 
 from corral.adapters import qemu_img
 from corral.adapters.accel import emulator_path
+from corral.adapters.files import require_file
 from corral.adapters.hostinfo import host_snapshot
 from corral.adapters.libvirt_host import ACTIVE_STATES, DomainRow, LibvirtHost
 from corral.adapters.locks import HostLock
@@ -134,6 +135,8 @@ class GuestService:
                progress: Progress | None = None) -> GuestInfo:
         say = progress or (lambda _msg: None)
         image = self.images.get(spec.image)
+        if spec.iso is not None:
+            require_file(spec.iso, "iso")
         if not spec.load.is_idle and image.kind != "kernel":
             raise InvalidInput(f"--load needs the built-in image (tiny); {spec.image!r} runs its own software")
         if self.libvirt.exists(spec.name):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.adapters import qemu_img
+from corral.adapters.files import require_file
 from corral.config import Settings
 from corral.core.errors import Conflict, InvalidInput, NotFound
 from corral.core.validate import check_name, check_path
@@ -114,7 +115,7 @@ class ImageService:
         check_name(name, "image name")
         if self.exists(name):
             raise Conflict(f"an image named {name!r} already exists")
-        source = check_path(path, "image file").resolve()
+        source = require_file(check_path(path, "image file"), "image file").resolve()
         created = datetime.now(UTC).isoformat(timespec="seconds")
         if _is_iso(source):
             record = ImageRecord(name, "iso", created, source.stat().st_size, str(source), "raw")
