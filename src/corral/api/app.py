@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from fastapi import Path as PathParam
@@ -22,6 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
@@ -45,6 +47,9 @@ from corral.planning.report import render_html, summary_lines
 from corral.planning.serialize import read_plan_json
 from corral.services.context import Corral
 from corral.services.users import UserStore, users_path
+
+if TYPE_CHECKING:
+    from corral.adapters.console import SerialConsole
 
 log = logging.getLogger("corral.api")
 try:
@@ -172,14 +177,41 @@ REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sand
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer")]
 
-PLACEHOLDER = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Corral</title></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
-<h1>Corral</h1>
-<p>The web UI is coming. Until then, the REST API is here: see its documentation at
-<a href="/api/docs">/api/docs</a>.</p>
-</body></html>
-"""
+# The web UI: static files (vanilla JS modules, CSS, and the vendored xterm.js / noVNC that
+# scripts/setup copies into static/vendor/). "/" is its page; "/ui/..." its assets. They are public (the
+# page itself logs in through /api/login); everything they do goes through the API.
+WEB_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
+UI_PREFIX = "/ui/"
+UI_CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+          "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+class WebUI:
+    """Serves `/` (the UI's page) and `/ui/...` (its assets) from WEB_DIR, before authentication; passes
+    everything else on."""
+
+    def __init__(self, app: ASGIApp, directory: Path = WEB_DIR) -> None:
+        self.app = app
+        self.files = StaticFiles(directory=directory, check_dir=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/" or path.startswith(UI_PREFIX)):
+            await self.app(scope, receive, send)
+            return
+        inner = {**scope, "path": "/index.html" if path == "/" else path[len(UI_PREFIX) - 1:], "root_path": ""}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"cache-control", b"no-cache"),
+                                                  (b"content-security-policy", UI_CSP.encode())]}
+            await send(message)
+
+        try:
+            await self.files(inner, receive, send_with_headers)
+        except StarletteHTTPException as exc:  # 404, 405: raised before anything was sent
+            await _error(exc.status_code, "no such file of the web UI" if exc.status_code == 404 else str(exc.detail),
+                         dict(exc.headers) if exc.headers else None)(scope, receive, send)
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
@@ -226,6 +258,86 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def _reason(text: str) -> str:
+    """A WebSocket close reason: at most 123 bytes of UTF-8."""
+    return text.encode()[:123].decode(errors="ignore")
+
+
+async def _bridge_console(websocket: WebSocket, console: SerialConsole) -> None:
+    """Guest output to the socket (a reader thread per console), socket input to the guest."""
+    loop = asyncio.get_running_loop()
+    output: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def pump() -> None:
+        while True:
+            data = console.read(0.5)
+            if data:
+                loop.call_soon_threadsafe(output.put_nowait, data)
+            elif console.closed.is_set() and console.output.empty():
+                loop.call_soon_threadsafe(output.put_nowait, b"")
+                return
+
+    reader = threading.Thread(target=pump, name=f"console-{console.name}", daemon=True)
+    reader.start()
+
+    async def to_socket() -> None:
+        while data := await output.get():
+            await websocket.send_bytes(data)
+        await websocket.close(1000, "the console closed")
+
+    sender = asyncio.ensure_future(to_socket())
+    try:
+        while not sender.done():
+            receive = asyncio.ensure_future(websocket.receive())
+            await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if not receive.done():
+                receive.cancel()
+                break
+            message = receive.result()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("bytes") or (message.get("text") or "").encode()
+            if data:
+                await asyncio.to_thread(console.send, data)
+    except (WebSocketDisconnect, CorralError, RuntimeError):
+        pass
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        await asyncio.to_thread(console.close)
+        await asyncio.to_thread(reader.join, 2.0)
+
+
+async def _bridge_tcp(websocket: WebSocket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Bytes of a TCP connection to the socket and back, until either side closes."""
+
+    async def to_socket() -> None:
+        while data := await reader.read(65536):
+            await websocket.send_bytes(data)
+
+    async def to_tcp() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes") or (message.get("text") or "").encode()
+            writer.write(data)
+            await writer.drain()
+
+    tasks = {asyncio.ensure_future(to_socket()), asyncio.ensure_future(to_tcp())}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        with contextlib.suppress(RuntimeError):
+            await websocket.close(1000)
+
+
 # --- the application ------------------------------------------------------------------------------
 def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: float | None = None,
                authenticator: Authenticator | None = None, allowed_hosts: frozenset[str] | None = None) -> FastAPI:
@@ -251,6 +363,7 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     app.state.auth = auth
     app.state.live = live
     app.add_middleware(AuthMiddleware, auth=auth)
+    app.add_middleware(WebUI)
     app.add_middleware(SecurityHeaders, allowed_hosts=allowed_hosts)
 
     # --- errors -----------------------------------------------------------------------------------
@@ -274,11 +387,6 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=exc)
         return _error(500, f"internal error: {type(exc).__name__}")
-
-    # --- public -------------------------------------------------------------------------------------
-    @app.get("/", include_in_schema=False)
-    def placeholder() -> HTMLResponse:
-        return HTMLResponse(PLACEHOLDER)
 
     api = APIRouter(prefix="/api", responses=ERRORS)
 
@@ -501,6 +609,55 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
             return
         finally:
             live.unsubscribe(queue)
+
+    async def _open_with_ticket(websocket: WebSocket, name: str, ticket: str) -> bool:
+        """Accept the socket, then check the name and redeem the ticket; False (socket closed) if either fails."""
+        principal: Principal = websocket.scope["state"]["principal"]
+        await websocket.accept()
+        try:
+            check_domain_name(name)
+        except CorralError as exc:
+            await websocket.close(4000 + exc.status, _reason(exc.message))
+            return False
+        if auth.redeem_ticket(ticket, name, principal.key) is None:
+            await websocket.close(4403, "invalid or expired console ticket: ask for a new one")
+            return False
+        return True
+
+    @api.websocket("/ws/console/{name}")
+    async def ws_console(websocket: WebSocket, name: str, ticket: str = "") -> None:
+        """A guest's serial console: binary frames both ways (text frames are sent as UTF-8). Needs a
+        one-time ticket (POST /api/domains/{name}/console-ticket) of the same session or token."""
+        if not await _open_with_ticket(websocket, name, ticket):
+            return
+        try:
+            console = await asyncio.to_thread(corral.guests.open_console, name)
+        except CorralError as exc:
+            await websocket.close(4000 + exc.status, _reason(exc.message))
+            return
+        await _bridge_console(websocket, console)
+
+    @api.websocket("/ws/vnc/{name}")
+    async def ws_vnc(websocket: WebSocket, name: str, ticket: str = "") -> None:
+        """A guest's display: the bytes of its VNC server (on loopback) in binary frames, for noVNC. Needs a
+        one-time ticket like the serial console."""
+        if not await _open_with_ticket(websocket, name, ticket):
+            return
+        try:
+            info = await asyncio.to_thread(corral.guests.info, name)
+        except CorralError as exc:
+            await websocket.close(4000 + exc.status, _reason(exc.message))
+            return
+        host, _, port = (info.vnc or "").rpartition(":")
+        if host != "127.0.0.1" or not port.isdigit():
+            await websocket.close(4409, _reason(f"{name} has no display now (it is {info.state})"))
+            return
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+        except OSError as exc:
+            await websocket.close(4502, _reason(f"cannot reach the display of {name}: {exc.strerror or exc}"))
+            return
+        await _bridge_tcp(websocket, reader, writer)
 
     app.include_router(api)
 

@@ -1,0 +1,161 @@
+// One domain: its facts and actions, live and historical graphs of CPU, memory, disk and network, and its
+// consoles. Domain-0 shows the host instead.
+import { api, domainPath } from "./api.js";
+import { actionButtons } from "./actions.js";
+import { chartColors, timeChart } from "./charts.js";
+import { mountDisplay, mountSerial } from "./consoles.js";
+import { bytes, duration, h, mib, pct } from "./format.js";
+
+const RANGES = [["live", "Live", 300], ["1h", "1 h", 3600], ["1d", "1 day", 86400], ["7d", "7 days", 7 * 86400]];
+const CHARTS = [
+  { id: "cpu", title: "CPU", resource: "cpu", series: [["cpu_pct", "CPU %"]], fmt: (v) => pct(v), max: 100 },
+  { id: "mem", title: "Memory", resource: "mem", series: [["mem_used_bytes", "used"], ["mem_total_bytes", "total"]],
+    fmt: (v) => bytes(v) },
+  { id: "disk", title: "Disk", resource: "disk", series: [["disk_read_bps", "read"], ["disk_write_bps", "write"]],
+    fmt: (v) => bytes(v, "/s") },
+  { id: "net", title: "Network", resource: "net", series: [["net_rx_bps", "received"], ["net_tx_bps", "sent"]],
+    fmt: (v) => bytes(v, "/s") },
+];
+
+export function renderDetails(view, ctx, name, tab) {
+  const isHost = name === "Domain-0";
+  const base = `#/domain/${encodeURIComponent(name)}`;
+  const tabs = [["overview", "Overview"], ...(isHost ? [] : [["console", "Serial console"], ["display", "Display"]])];
+  const heading = h("h1", {}, name);
+  const state = h("span", { class: "state", id: "detail-state" });
+  const actions = h("div", { class: "actions", id: "detail-actions" });
+  const body = h("div", { id: "tab-body" });
+  view.append(
+    h("div", { class: "toolbar" }, heading, state, actions),
+    h("nav", { class: "tabs" }, tabs.map(([id, label]) =>
+      h("a", { href: id === "overview" ? base : `${base}/${id}`, class: id === tab ? "active" : "", dataset: { tab: id } }, label))),
+    body);
+  const cleanups = [];
+  let stopped = false;
+  let timer = null;
+  let busy = null;
+
+  async function refreshInfo(facts) {
+    clearTimeout(timer);
+    try {
+      if (isHost) {
+        const host = await api.get("/api/host");
+        state.className = "state running";
+        state.textContent = "running";
+        if (facts) fillHostFacts(facts, host);
+      } else {
+        const info = await api.get(domainPath(name));
+        state.className = `state ${busy ? "busy" : info.state}`;
+        state.textContent = busy || info.state;
+        state.dataset.state = info.state;
+        actions.replaceChildren(...actionButtons(h, ctx, name, info.state, (action) => {
+          busy = null;
+          if (action === "delete") { ctx.go("#/"); return; }
+          refreshInfo(facts);
+        }, (what) => { busy = what; state.className = "state busy"; state.textContent = what; }));
+        if (facts) fillGuestFacts(facts, info);
+      }
+    } catch (err) {
+      if (err.status === 404) { ctx.flash(err.message, "error"); ctx.go("#/"); return; }
+      state.textContent = err.message;
+    }
+    if (!stopped) timer = setTimeout(() => refreshInfo(facts), 5000);
+  }
+
+  if (tab === "console" && !isHost) {
+    cleanups.push(mountSerial(body, ctx, name));
+    refreshInfo(null);
+  } else if (tab === "display" && !isHost) {
+    cleanups.push(mountDisplay(body, ctx, name));
+    refreshInfo(null);
+  } else {
+    const facts = h("dl", { class: "facts", id: "facts" });
+    body.append(h("div", { class: "panel" }, facts));
+    cleanups.push(mountGraphs(body, ctx, name));
+    refreshInfo(facts);
+  }
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+    for (const fn of cleanups) if (fn) fn();
+  };
+}
+
+function fillFacts(dl, pairs) {
+  dl.replaceChildren(...pairs.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v ?? "–")]));
+}
+
+function fillGuestFacts(dl, info) {
+  fillFacts(dl, [
+    ["State", info.state], ["ID", info.id ?? "–"], ["UUID", info.uuid], ["vCPUs", info.vcpus],
+    ["Memory", mib(info.memory_mib)], ["CPU time", duration(info.cpu_time_s)],
+    ["Image", info.image ?? (info.managed_by_corral ? "–" : "not made by Corral")], ["Load", info.load || "none"],
+    ["Disks", info.disks.map((d) => `${d.device} ${d.path} (${d.format})`).join(", ") || "none"],
+    ["Display", info.vnc ? `VNC on ${info.vnc}` : "–"], ["Snapshots", info.snapshots.join(", ") || "none"],
+    ["Autostart", info.autostart ? "yes" : "no"],
+  ]);
+}
+
+function fillHostFacts(dl, host) {
+  const cap = (r) => host.capacity[r] ? `${host.capacity[r].used} of ${host.capacity[r].limit} ${host.capacity[r].unit}` : "–";
+  fillFacts(dl, [
+    ["Host", host.hostname], ["CPU", `${host.cpu_model} — ${host.cores} cores`],
+    ["Memory", `${mib(host.memory_used_mib)} used of ${mib(host.memory_mib)}`], ["Kernel", host.kernel],
+    ["Engine", `${host.engine.toUpperCase()}: ${host.engine_reason}`],
+    ["Guests", `${host.guests_running} running of ${host.guests_defined}`],
+    ["Network", `${host.network ?? "user-mode"}${host.network_reason ? ` (${host.network_reason})` : ""}`],
+    ["Capacity: vCPUs", cap("vcpus")], ["Capacity: memory", cap("memory")], ["Capacity: CPU", cap("cpu")],
+  ]);
+}
+
+function mountGraphs(container, ctx, name) {
+  let range = "live";
+  let history = []; // rows of GET /api/stats/{name}
+  const rangeBar = h("div", { class: "range", id: "range" });
+  const grid = h("div", { class: "charts", id: "charts" });
+  container.append(h("div", { class: "toolbar" }, h("h2", {}, "Usage"), rangeBar), grid);
+
+  const draw = () => {
+    const [, , span] = RANGES.find((r) => r[0] === range);
+    const now = Date.now() / 1000;
+    const liveRows = ctx.live.samples.get(name) || [];
+    const rows = range === "live" ? [...history, ...liveRows.filter((r) => !history.length || r.time > history[history.length - 1].time)]
+      : history;
+    const section = grid.querySelector(".chart");
+    const width = (section ? section.clientWidth : grid.clientWidth >= 976 ? grid.clientWidth / 2 - 8 : grid.clientWidth) - 34;
+    grid.replaceChildren(...CHARTS.map((chart) => {
+      const series = chart.series.map(([metric, label]) => ({ label, points: rows.map((r) => [r.time, r[metric] ?? null]) }));
+      const last = [...rows].reverse().find((r) => r[chart.series[0][0]] !== null && r[chart.series[0][0]] !== undefined);
+      const nowText = !last ? "no data yet" : chart.series.length === 1 ? chart.fmt(last[chart.series[0][0]])
+        : chart.series.map(([m, l]) => `${l} ${chart.fmt(last[m])}`).join(" · ");
+      return h("section", { class: "chart panel", dataset: { chart: chart.id } },
+        h("h3", {}, chart.title, h("span", { class: "now" }, nowText)),
+        timeChart(series, { format: chart.fmt, fixedMax: chart.max ?? null, span, now, width }),
+        h("div", { class: "legend" }, chart.series.map(([, label], i) =>
+          h("span", { style: `color: ${chartColors[i]}` }, label))));
+    }));
+  };
+
+  async function load() {
+    const since = range === "live" ? "5m" : range;
+    try {
+      history = await api.get(`/api/stats/${encodeURIComponent(name)}`, { since });
+    } catch (err) {
+      history = [];
+      ctx.flash(err.message, "error");
+    }
+    draw();
+  }
+
+  const drawRange = () => {
+    rangeBar.replaceChildren(...RANGES.map(([id, label]) => h("button", {
+      type: "button", class: `small${id === range ? " active" : ""}`, dataset: { range: id },
+      onclick: () => { range = id; drawRange(); load(); },
+    }, label)));
+  };
+  drawRange();
+  load();
+  const unsubscribe = ctx.live.subscribe(() => { if (range === "live") draw(); });
+  const reload = setInterval(() => { if (range !== "live") load(); }, 60000);
+  return () => { unsubscribe(); clearInterval(reload); };
+}
