@@ -70,6 +70,7 @@ def test_phone_layout(browser: Any, server: str, login: Callable[[Any], None]) -
         login(page)
         assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
         assert page.evaluate("() => getComputedStyle(document.querySelector('#domains thead')).display") == "none"
+        page.wait_for_selector("tr[data-name='Domain-0'] svg.spark polyline", timeout=30_000)
         shot(page, "domains-phone", full_page=True)
         page.goto("/#/domain/Domain-0")
         page.wait_for_selector("#facts dt")
