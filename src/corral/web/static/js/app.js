@@ -33,6 +33,13 @@ export const live = {
     this.socket = null;
     this.samples.clear();
   },
+  // History rows (GET /api/stats/{domain}) in front of the live samples, so a sparkline has a past at once.
+  seed(domain, rows) {
+    const list = this.samples.get(domain) || [];
+    const first = list.length ? list[0].time : Infinity;
+    const older = rows.filter((r) => r.time < first).map((r) => ({ domain, ...r }));
+    this.samples.set(domain, [...older, ...list].slice(-LIVE_KEEP));
+  },
   subscribe(listener) {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);

@@ -57,10 +57,24 @@ export function renderDomains(view, ctx) {
     }));
   }
 
+  const seeded = new Set();
+  async function seed(names) {
+    await Promise.all(names.map(async (name) => {
+      seeded.add(name);
+      try {
+        ctx.live.seed(name, await api.get(`/api/stats/${encodeURIComponent(name)}`,
+                                          { since: "2m", resource: "cpu", resolution: "raw" }));
+      } catch { /* the live samples will do */ }
+    }));
+    draw();
+  }
+
   async function refresh() {
     clearTimeout(timer);
     try {
       rows = await api.get("/api/domains");
+      const unseeded = rows.filter((r) => r.state === "running" && !seeded.has(r.name)).map((r) => r.name);
+      if (unseeded.length) seed(unseeded);
       const guests = rows.length - 1;
       const running = rows.filter((r) => r.name !== "Domain-0" && r.state === "running").length;
       status.textContent = `${guests} guest${guests === 1 ? "" : "s"}, ${running} running`;
