@@ -97,7 +97,7 @@ def run_demo(corral: Corral, step: Step | None = None) -> DemoResult:
             corral.guests.start(server.name, wait=True)
     say("all five up; planning", total, total)
     plan, summary, plan_path, report_path = plan_demo(corral.plans)
-    return DemoResult(corral.guests.listing(sample_s=1.0), plan, summary, plan_path, report_path)
+    return DemoResult(corral.guests.listing(sample_s=1.0, fresh=True), plan, summary, plan_path, report_path)
 
 
 def plan_demo(plans: PlanService) -> tuple[dict[str, Any], list[str], Path, Path]:

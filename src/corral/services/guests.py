@@ -424,24 +424,35 @@ class GuestService:
                 return row
         raise NotFound(f"no domain named {name!r}")
 
-    def listing(self, sample_s: float = 0.05) -> list[ListedDomain]:
-        """Domain-0 first, then every guest, with CPU % measured over `sample_s` seconds."""
-        host_snapshot(cpu_interval=None)  # starts psutil's CPU window
-        before = self.libvirt.cpu_times()
-        began = time.monotonic()
-        time.sleep(sample_s)
-        after = self.libvirt.cpu_times()
-        elapsed = time.monotonic() - began
+    def listing(self, sample_s: float = 0.05, *, fresh: bool = False) -> list[ListedDomain]:
+        """Domain-0 first, then every guest, with CPU % from the monitoring core's rate code.
+
+        The CPU window runs from the previous listing's reading when that is between 0.1 s and
+        60 s old (like `top` between refreshes; `fresh` ignores it), else over `sample_s` now.
+        """
+        from corral.adapters import reading_cache
+        from corral.monitoring.metrics import HOST_DOMAIN
+        from corral.monitoring.rates import sample_values
+        from corral.monitoring.sampler import Sampler
+
+        sampler = Sampler(self.libvirt)
+        cache = self.settings.cache_dir / "list-reading.json"
+        now = sampler.read()
+        previous = {} if fresh else {c.domain: c for c in reading_cache.load(cache)}
+        host_now = now[0]
+        host_before = previous.get(HOST_DOMAIN)
+        if host_before is None or not 0.1 <= host_now.time - host_before.time <= 60:
+            time.sleep(sample_s)
+            previous = {c.domain: c for c in now}
+            now = sampler.read()
+        reading_cache.save(cache, now)
+        cpu = {c.domain: sample_values(previous.get(c.domain), c, sampler.host_cores)["cpu_pct"] for c in now}
         host = host_snapshot(cpu_interval=None)
-        rows = self.libvirt.rows()
-        listed = [ListedDomain("Domain-0", 0, "running", host.cores, host.memory_total_mib, host.cpu_pct,
-                               _host_cpu_seconds())]
-        for row in rows:
-            cpu_pct = None
-            if row.name in before and row.name in after and row.state in ACTIVE_STATES:
-                used = max(0, after[row.name] - before[row.name]) / 1e9
-                cpu_pct = 100.0 * used / elapsed / max(1, row.vcpus)
-            listed.append(ListedDomain(row.name, row.id, row.state, row.vcpus, row.memory_mib, cpu_pct,
+        listed = [ListedDomain(HOST_DOMAIN, 0, "running", host.cores, host.memory_total_mib, cpu.get(HOST_DOMAIN),
+                               now[0].cpu_time_s)]
+        for row in self.libvirt.rows():
+            listed.append(ListedDomain(row.name, row.id, row.state, row.vcpus, row.memory_mib,
+                                       cpu.get(row.name) if row.state in ACTIVE_STATES else None,
                                        row.cpu_time_ns / 1e9))
         return listed
 
@@ -490,13 +501,6 @@ def _log_has(path: Path, marker: bytes, offset: int) -> bool:
             return marker in handle.read()
     except OSError:
         return False
-
-
-def _host_cpu_seconds() -> float:
-    import psutil
-
-    times = psutil.cpu_times()
-    return float(times.user + times.system + getattr(times, "guest", 0.0))
 
 
 def _snapshot_facts(xml: str) -> tuple[str, str]:
