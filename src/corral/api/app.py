@@ -38,13 +38,12 @@ from corral.api.auth import (
     TooManyAttempts,
 )
 from corral.api.live import LiveStats
-from corral.core.errors import AdmissionRefused, CorralError, InvalidInput, NotFound
+from corral.core.errors import AdmissionRefused, CorralError, InvalidInput
 from corral.core.spec import GuestSpec, spec_from_mapping
 from corral.core.validate import check_domain_name, check_name
 from corral.monitoring.collector import parse_duration
-from corral.planning.errors import PlanFormatError, PlanningError
-from corral.planning.report import render_html, summary_lines
-from corral.planning.serialize import read_plan_json
+from corral.planning.errors import PlanningError
+from corral.planning.report import summary_lines
 from corral.services.context import Corral
 from corral.services.users import UserStore, users_path
 
@@ -136,23 +135,6 @@ def _spec(body: SpecBody) -> GuestSpec:
     if body.iso is not None and not Path(body.iso).is_absolute():
         raise InvalidInput(f"iso {body.iso!r} must be an absolute path on the host")
     return spec_from_mapping(data)
-
-
-def _plan_path(corral: Corral, name: str) -> Path:
-    stem = name[:-5] if name.endswith(".json") else name
-    check_name(stem, "plan name")
-    path = corral.settings.data_dir / "plans" / f"{stem}.json"
-    if not path.is_file():
-        raise NotFound(f"no plan named {stem!r}")
-    return path
-
-
-def _read_plan(corral: Corral, name: str) -> dict[str, Any]:
-    path = _plan_path(corral, name)
-    try:
-        return read_plan_json(path)
-    except PlanFormatError as exc:
-        raise CorralError(f"plan {path.stem!r} cannot be read: {exc}") from None
 
 
 def _principal(request: Request) -> Principal:
@@ -566,24 +548,19 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     # --- plans ----------------------------------------------------------------------------------------
     @api.get("/plans", tags=["plans"])
     def list_plans() -> list[dict[str, Any]]:
-        """Plan files (`corral plan --out`) in <data_dir>/plans/."""
-        folder = corral.settings.data_dir / "plans"
-        result = []
-        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            st = path.stat()
-            result.append({"name": path.stem, "size_bytes": st.st_size, "modified": st.st_mtime})
-        return result
+        """The plan library (<data_dir>/plans/): plans kept by `corral plan --save NAME` and the demo."""
+        return corral.plans.names()
 
     @api.get("/plans/{name}", tags=["plans"])
     def get_plan(name: PlanParam) -> dict[str, Any]:
         """The plan JSON, plus its one-line summary as `summary`."""
-        data = _read_plan(corral, name)
+        data = corral.plans.read(name)
         return {**data, "summary": summary_lines(data)}
 
     @api.get("/plans/{name}/report", tags=["plans"], response_class=HTMLResponse)
     def plan_report(name: PlanParam) -> HTMLResponse:
         """The self-contained HTML report of a plan."""
-        return HTMLResponse(render_html(_read_plan(corral, name)), headers={"Content-Security-Policy": REPORT_CSP})
+        return HTMLResponse(corral.plans.report_html(name), headers={"Content-Security-Policy": REPORT_CSP})
 
     # --- WebSocket ------------------------------------------------------------------------------------
     @api.websocket("/ws/stats")
