@@ -160,3 +160,24 @@ def test_a_guest_life_in_the_browser(page: Any, login: Callable[[Any], None], co
     page.click("#confirm-ok")
     page.wait_for_selector(row, state="detached", timeout=60_000)
     assert not corral_session.libvirt.exists(guest)
+
+
+def test_a_plan_and_its_report_in_the_browser(page: Any, login: Callable[[Any], None],
+                                              corral_session: Corral) -> None:
+    from corral.planning import demo_traceset
+    from corral.services.plans import PlanRequest
+
+    name = unique("plan")
+    outcome = corral_session.plans.plan(demo_traceset(), PlanRequest(host_kind="legacy-1u", time_budget_s=0.5))
+    corral_session.plans.save(name, outcome.data)
+    try:
+        login(page)
+        page.click("nav a[data-nav=plans]")
+        page.click(f"#plan-list a[data-plan='{name}']")
+        page.wait_for_selector("#plan-summary:has-text('5 servers -> 1 x legacy-1u host')")
+        frame = page.frame_locator("#plan-report")
+        frame.locator("svg").first.wait_for()  # the report's charts, drawn inside the console's page
+        assert frame.locator("h2:has-text('Cost')").count() == 1
+        shot(page, "plan", full_page=False)
+    finally:
+        (corral_session.plans.folder / f"{name}.json").unlink(missing_ok=True)

@@ -155,7 +155,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 # The report is static HTML + inline CSS + SVG: nothing in it may run or load anything.
-REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox; frame-ancestors 'self'"
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer")]
 
@@ -165,6 +165,7 @@ SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options"
 WEB_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
 UI_PREFIX = "/ui/"
 UI_CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+          "frame-src 'self'; "
           "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
@@ -232,6 +233,9 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", [])) + SECURITY_HEADERS
+                if scope["path"].startswith("/api/plans/") and scope["path"].endswith("/report"):
+                    # The web console shows a plan's report in a frame of its own page (same origin only).
+                    headers = [(k, b"SAMEORIGIN" if k == b"x-frame-options" else v) for k, v in headers]
                 if no_store:
                     headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}

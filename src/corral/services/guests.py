@@ -428,7 +428,8 @@ class GuestService:
         """Domain-0 first, then every guest, with CPU % from the monitoring core's rate code.
 
         The CPU window runs from the previous listing's reading when that is between 0.1 s and
-        60 s old (like `top` between refreshes; `fresh` ignores it), else over `sample_s` now.
+        60 s old and covers every running guest (like `top` between refreshes; `fresh` ignores
+        it), else over `sample_s` now.
         """
         from corral.adapters import reading_cache
         from corral.monitoring.metrics import HOST_DOMAIN
@@ -439,9 +440,9 @@ class GuestService:
         cache = self.settings.cache_dir / "list-reading.json"
         now = sampler.read()
         previous = {} if fresh else {c.domain: c for c in reading_cache.load(cache)}
-        host_now = now[0]
-        host_before = previous.get(HOST_DOMAIN)
-        if host_before is None or not 0.1 <= host_now.time - host_before.time <= 60:
+        window = now[0].time - previous[HOST_DOMAIN].time if HOST_DOMAIN in previous else -1.0
+        covered = all(c.domain in previous and previous[c.domain].instance == c.instance for c in now)
+        if not covered or not 0.1 <= window <= 60:  # a new or restarted guest, or no recent reading
             time.sleep(sample_s)
             previous = {c.domain: c for c in now}
             now = sampler.read()

@@ -4,6 +4,7 @@ import { renderLogin } from "./login.js";
 import { renderDomains } from "./domains.js";
 import { renderCreate } from "./create.js";
 import { renderDetails } from "./details.js";
+import { renderPlans } from "./plans.js";
 
 const view = document.getElementById("view");
 const nav = document.getElementById("nav");
@@ -118,12 +119,14 @@ async function route() {
   nav.hidden = false;
   document.getElementById("who").textContent = `(${user})`;
   for (const a of nav.querySelectorAll("a")) {
-    a.classList.toggle("active", a.dataset.nav === (parts[0] === "create" ? "create" : parts.length ? "" : "domains"));
+    const here = parts[0] === "create" || parts[0] === "plans" ? parts[0] : parts.length ? "" : "domains";
+    a.classList.toggle("active", a.dataset.nav === here);
   }
   live.start();
   const ctx = { live, flash, confirmAction, go };
   if (parts.length === 0) cleanup = renderDomains(view, ctx);
   else if (parts[0] === "create") cleanup = renderCreate(view, ctx);
+  else if (parts[0] === "plans") cleanup = renderPlans(view, ctx, parts[1]);
   else if (parts[0] === "domain" && parts[1]) cleanup = renderDetails(view, ctx, parts[1], parts[2] || "overview");
   else view.textContent = "Nothing here.";
 }
