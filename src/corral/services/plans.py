@@ -119,7 +119,10 @@ class PlanService:
         path = self._path(name)
         if not path.is_file():
             raise NotFound(f"no plan named {path.stem!r}")
-        return read_file(path)
+        try:
+            return read_file(path)
+        except InvalidInput as exc:  # a damaged file in the library is the server's fault, not the caller's
+            raise CorralError(f"plan {path.stem!r} cannot be read: {exc.message}") from None
 
     def report_html(self, name: str) -> str:
         from corral.planning.report import render_html
