@@ -13,7 +13,6 @@ and goes only to 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import shutil
 import signal
@@ -31,7 +30,6 @@ import httpx
 from corral.config import load_settings
 from corral.core.spec import GuestSpec
 from corral.services.context import open_corral
-from corral.services.guests import GuestService
 from corral.services.users import UserStore, users_path
 
 GUESTS = int(os.environ.get("BENCH_GUESTS", "20"))
@@ -152,9 +150,8 @@ def main() -> None:
         shutil.rmtree(data, ignore_errors=True)
 
     ms = 1000.0
-    window = inspect.signature(GuestService.listing).parameters["sample_s"].default
-    print(f"GET /api/domains, {GUESTS} defined guests + Domain-0 (each call samples CPU % over {window:g} s, "
-          "as corral list does)")
+    print(f"GET /api/domains, {GUESTS} defined guests + Domain-0 (CPU % over the time since the background "
+          "sampler's last reading: one counter reading per call)")
     print(f"  1 client, 20 in a row:     p50 {statistics.median(single) * ms:7.1f} ms   "
           f"max {max(single) * ms:7.1f} ms")
     print(f"  {CLIENTS} clients, {len(latencies)} requests: p50 {pct(latencies, 50) * ms:7.1f} ms   "

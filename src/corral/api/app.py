@@ -421,8 +421,9 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     # --- domains ------------------------------------------------------------------------------------
     @api.get("/domains", tags=["domains"])
     def list_domains() -> list[dict[str, Any]]:
-        """Domain-0 first, then every guest, like `corral list --json`."""
-        return [row.as_dict() for row in corral.guests.listing()]
+        """Domain-0 first, then every guest, like `corral list --json`; CPU % since the background
+        sampler's last reading."""
+        return [row.as_dict() for row in corral.guests.listing(since=corral.monitoring.sampler.latest_counters)]
 
     @api.post("/domains", tags=["domains"], status_code=201)
     def create_domain(body: SpecBody, start: bool = False, wait: bool = False) -> dict[str, Any]:

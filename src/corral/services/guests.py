@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ from corral.services.images import ImageService
 
 if TYPE_CHECKING:
     from corral.adapters.console import SerialConsole
+    from corral.monitoring.rates import Counters
 
 GIB = 1024**3
 READY_MARKER = b"CORRAL-READY"
@@ -424,12 +425,14 @@ class GuestService:
                 return row
         raise NotFound(f"no domain named {name!r}")
 
-    def listing(self, sample_s: float = 0.05, *, fresh: bool = False) -> list[ListedDomain]:
+    def listing(self, sample_s: float = 0.05, *, fresh: bool = False,
+                since: Sequence[Counters] | None = None) -> list[ListedDomain]:
         """Domain-0 first, then every guest, with CPU % from the monitoring core's rate code.
 
-        The CPU window runs from the previous listing's reading when that is between 0.1 s and
-        60 s old and covers every running guest (like `top` between refreshes; `fresh` ignores
-        it), else over `sample_s` now.
+        The CPU window runs from an earlier reading when that is between 0.1 s and 60 s old and
+        covers every running guest: `since` (the background sampler's last one, in `corral serve`)
+        or else the previous listing's (like `top` between refreshes; `fresh` ignores it);
+        otherwise it runs over `sample_s` now.
         """
         from corral.adapters import reading_cache
         from corral.monitoring.metrics import HOST_DOMAIN
@@ -439,14 +442,16 @@ class GuestService:
         sampler = Sampler(self.libvirt)
         cache = self.settings.cache_dir / "list-reading.json"
         now = sampler.read()
-        previous = {} if fresh else {c.domain: c for c in reading_cache.load(cache)}
+        earlier = [] if fresh else since if since is not None else reading_cache.load(cache)
+        previous = {c.domain: c for c in earlier}
         window = now[0].time - previous[HOST_DOMAIN].time if HOST_DOMAIN in previous else -1.0
         covered = all(c.domain in previous and previous[c.domain].instance == c.instance for c in now)
         if not covered or not 0.1 <= window <= 60:  # a new or restarted guest, or no recent reading
             time.sleep(sample_s)
             previous = {c.domain: c for c in now}
             now = sampler.read()
-        reading_cache.save(cache, now)
+        if since is None:
+            reading_cache.save(cache, now)
         cpu = {c.domain: sample_values(previous.get(c.domain), c, sampler.host_cores)["cpu_pct"] for c in now}
         host = host_snapshot(cpu_interval=None)
         listed = [ListedDomain(HOST_DOMAIN, 0, "running", host.cores, host.memory_total_mib, cpu.get(HOST_DOMAIN),
