@@ -181,3 +181,32 @@ def test_a_plan_and_its_report_in_the_browser(page: Any, login: Callable[[Any], 
         shot(page, "plan", full_page=False)
     finally:
         (corral_session.plans.folder / f"{name}.json").unlink(missing_ok=True)
+
+
+def test_snapshots_and_clone_in_the_browser(page: Any, login: Callable[[Any], None],
+                                            corral_session: Corral) -> None:
+    from corral.core.spec import GuestSpec
+
+    guest, copy = unique("snap"), unique("copy")
+    corral_session.guests.create(GuestSpec(guest, "tiny", memory_mib=128))  # shut off: no boot needed
+    try:
+        login(page)
+        page.goto(f"/#/domain/{guest}/snapshots")
+        page.wait_for_selector("#snapshots:has-text('No snapshots')")
+        page.fill("input[name=snapshot]", "before-upgrade")
+        page.click("#snapshot-form button[type=submit]")
+        page.wait_for_selector("#snapshots tr[data-snapshot='before-upgrade']")
+        assert [s.name for s in corral_session.guests.snapshot_list(guest)] == ["before-upgrade"]
+        shot(page, "snapshots")
+        page.click("#snapshots tr[data-snapshot='before-upgrade'] button[data-action=delete-snapshot]")
+        page.click("#confirm-ok")
+        page.wait_for_selector("#snapshots:has-text('No snapshots')")
+        assert corral_session.guests.snapshot_list(guest) == []
+        page.fill("input[name=clone]", copy)
+        page.click("#clone-form button[type=submit]")
+        page.wait_for_selector(f"h1:has-text('{copy}')")
+        assert corral_session.libvirt.exists(copy)
+    finally:
+        for name in (copy, guest):
+            if corral_session.libvirt.exists(name):
+                corral_session.guests.delete(name)

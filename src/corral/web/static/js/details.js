@@ -4,6 +4,7 @@ import { api, domainPath } from "./api.js";
 import { actionButtons } from "./actions.js";
 import { chartColors, timeChart } from "./charts.js";
 import { mountDisplay, mountSerial } from "./consoles.js";
+import { mountSnapshots } from "./snapshots.js";
 import { bytes, duration, h, mib, pct } from "./format.js";
 
 const RANGES = [["live", "Live", 300], ["1h", "1 h", 3600], ["1d", "1 day", 86400], ["7d", "7 days", 7 * 86400]];
@@ -20,7 +21,8 @@ const CHARTS = [
 export function renderDetails(view, ctx, name, tab) {
   const isHost = name === "Domain-0";
   const base = `#/domain/${encodeURIComponent(name)}`;
-  const tabs = [["overview", "Overview"], ...(isHost ? [] : [["console", "Serial console"], ["display", "Display"]])];
+  const tabs = [["overview", "Overview"], ...(isHost ? [] : [["console", "Serial console"], ["display", "Display"],
+                                                         ["snapshots", "Snapshots & clone"]])];
   const heading = h("h1", {}, name);
   const state = h("span", { class: "state", id: "detail-state" });
   const actions = h("div", { class: "actions", id: "detail-actions" });
@@ -67,6 +69,9 @@ export function renderDetails(view, ctx, name, tab) {
     refreshInfo(null);
   } else if (tab === "display" && !isHost) {
     cleanups.push(mountDisplay(body, ctx, name));
+    refreshInfo(null);
+  } else if (tab === "snapshots" && !isHost) {
+    cleanups.push(mountSnapshots(body, ctx, name));
     refreshInfo(null);
   } else {
     const facts = h("dl", { class: "facts", id: "facts" });
