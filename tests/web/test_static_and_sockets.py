@@ -41,6 +41,11 @@ def test_the_ui_is_served_at_the_root_without_credentials(server: str) -> None:
     escape = httpx.get(f"{server}/ui/..%2F..%2Fapi%2Fapp.py")
     assert escape.status_code == 404
     assert httpx.get(f"{server}/api/domains").status_code == 401
+    # The API documentation's page loads Swagger UI from the vendored files, never from a CDN.
+    docs = httpx.get(f"{server}/api/docs")
+    assert docs.status_code == 200 and "/ui/vendor/swagger/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()
+    assert httpx.get(f"{server}/ui/vendor/swagger/swagger-ui-bundle.js").status_code == 200
 
 
 def test_console_sockets_need_credentials_and_a_ticket(server: str, bearer: dict[str, str]) -> None:

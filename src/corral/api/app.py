@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -341,7 +342,7 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
         finally:
             live.stop()
 
-    app = FastAPI(title="Corral", version=__version__, docs_url="/api/docs", redoc_url=None,
+    app = FastAPI(title="Corral", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json", lifespan=lifespan,
                   description="Run guests on one host, measure them, plan the consolidation. "
                               "See docs/api.md for the authentication model.")
@@ -351,6 +352,14 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     app.add_middleware(AuthMiddleware, auth=auth)
     app.add_middleware(WebUI)
     app.add_middleware(SecurityHeaders, allowed_hosts=allowed_hosts)
+
+    @app.get("/api/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        """The interactive API documentation, from the Swagger UI files scripts/setup vendored (no CDN)."""
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="Corral API",
+                                   swagger_js_url="/ui/vendor/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/ui/vendor/swagger/swagger-ui.css",
+                                   swagger_favicon_url="data:,")
 
     # --- errors -----------------------------------------------------------------------------------
     @app.exception_handler(CorralError)
