@@ -93,6 +93,31 @@ def check_assignment(D: FloatArray, assign: IntArray, lim: Limits) -> bool:
 
 
 # ---------------------------------------------------------------- greedy packers
+class _OpenHosts:
+    """The hosts a greedy packer has opened so far: their load per (resource x step), summed load
+    and peak, in arrays that double when full."""
+
+    def __init__(self, width: int) -> None:
+        self.m = 0
+        self.flat = np.zeros((16, width))
+        self.total = np.zeros(16)
+        self.hmax = np.zeros(16)
+
+    def place(self, chosen: int, d_flat: FloatArray) -> int:
+        """Add a server's flat demand to host `chosen`, or to a new host when `chosen` is -1."""
+        if chosen < 0:
+            if self.m == len(self.total):
+                self.flat = np.concatenate([self.flat, np.zeros_like(self.flat)])
+                self.total = np.concatenate([self.total, np.zeros_like(self.total)])
+                self.hmax = np.concatenate([self.hmax, np.zeros_like(self.hmax)])
+            chosen = self.m
+            self.m += 1
+        self.flat[chosen] += d_flat
+        self.total[chosen] += float(d_flat.sum())
+        self.hmax[chosen] = float(self.flat[chosen].max())
+        return chosen
+
+
 def first_fit_decreasing(D: FloatArray, lim: Limits, order: IntArray | None = None) -> IntArray:
     """Best-fit decreasing over the time series: each server (largest first) goes to the feasible
     open host with the highest summed load, or to a new host. Servers that fit nowhere get -1."""
@@ -100,12 +125,7 @@ def first_fit_decreasing(D: FloatArray, lim: Limits, order: IntArray | None = No
     if order is None:
         order = np.argsort(-sizes(D), kind="stable")
     assign = np.full(n, -1, dtype=np.int64)
-    cap_hosts = 16
-    loads = np.zeros((cap_hosts, R, T))
-    loads_flat = loads.reshape(cap_hosts, R * T)
-    total = np.zeros(cap_hosts)
-    hmax = np.zeros(cap_hosts)
-    m = 0
+    hosts = _OpenHosts(R * T)
     alone = hosts_ok(D, lim)
     d_flat = D.reshape(n, -1)
     peaks = d_flat.max(axis=1)
@@ -114,37 +134,25 @@ def first_fit_decreasing(D: FloatArray, lim: Limits, order: IntArray | None = No
     for i in order.tolist():
         if not alone[i]:
             continue
-        d = D[i]
         chosen = -1
+        m = hosts.m
         if m:
             # hosts whose peak + the server's peak stays under 1 need no full check
-            sure = (hmax[:m] + peaks[i]) <= 1.0 + EPS
+            sure = (hosts.hmax[:m] + peaks[i]) <= 1.0 + EPS
             if lim.k:
                 cand = np.ones(m, dtype=bool)
             else:
                 # cheap filter first: the server's busiest steps must fit
                 top = top_steps[i]
-                cand = ~sure & np.all(loads_flat[:m][:, top] + d_flat[i, top] <= 1.0 + EPS, axis=1)
+                cand = ~sure & np.all(hosts.flat[:m][:, top] + d_flat[i, top] <= 1.0 + EPS, axis=1)
             ok = sure.copy()
             if cand.any():
                 idx = np.flatnonzero(cand)
-                ok[idx] = hosts_ok(loads[idx] + d, lim)
+                ok[idx] = hosts_ok((hosts.flat[idx] + d_flat[i]).reshape(-1, R, T), lim)
             if ok.any():
-                score = np.where(ok, total[:m], -np.inf)
+                score = np.where(ok, hosts.total[:m], -np.inf)
                 chosen = int(np.argmax(score))
-        if chosen < 0:
-            if m == cap_hosts:
-                cap_hosts *= 2
-                loads = np.concatenate([loads, np.zeros_like(loads)])
-                loads_flat = loads.reshape(cap_hosts, R * T)
-                total = np.concatenate([total, np.zeros_like(total)])
-                hmax = np.concatenate([hmax, np.zeros_like(hmax)])
-            chosen = m
-            m += 1
-        loads[chosen] += d
-        total[chosen] += float(d.sum())
-        hmax[chosen] = float(loads[chosen].max())
-        assign[i] = chosen
+        assign[i] = hosts.place(chosen, d_flat[i])
     return assign
 
 
@@ -158,11 +166,7 @@ def least_peak_fit(D: FloatArray, lim: Limits, order: IntArray | None = None) ->
     if order is None:
         order = np.argsort(-sizes(D), kind="stable")
     assign = np.full(n, -1, dtype=np.int64)
-    cap_hosts = 16
-    loads = np.zeros((cap_hosts, R * T))
-    total = np.zeros(cap_hosts)
-    hmax = np.zeros(cap_hosts)
-    m = 0
+    hosts = _OpenHosts(R * T)
     alone = hosts_ok(D, lim)
     d_flat = D.reshape(n, R * T)
     for i in order.tolist():
@@ -170,26 +174,16 @@ def least_peak_fit(D: FloatArray, lim: Limits, order: IntArray | None = None) ->
             continue
         d = d_flat[i]
         chosen = -1
+        m = hosts.m
         if m:
-            new = loads[:m] + d
+            new = hosts.flat[:m] + d
             peak = new.max(axis=1)
             ok = peak <= 1.0 + EPS if lim.k == 0 else hosts_ok(new.reshape(m, R, T), lim)
             if ok.any():
                 # peak increase first; among hosts it leaves flat, the fullest
-                score = np.where(ok, (peak - hmax[:m]) - 1e-9 * total[:m], np.inf)
+                score = np.where(ok, (peak - hosts.hmax[:m]) - 1e-9 * hosts.total[:m], np.inf)
                 chosen = int(np.argmin(score))
-        if chosen < 0:
-            if m == cap_hosts:
-                cap_hosts *= 2
-                loads = np.concatenate([loads, np.zeros_like(loads)])
-                total = np.concatenate([total, np.zeros_like(total)])
-                hmax = np.concatenate([hmax, np.zeros_like(hmax)])
-            chosen = m
-            m += 1
-        loads[chosen] += d
-        total[chosen] += float(d.sum())
-        hmax[chosen] = float(loads[chosen].max())
-        assign[i] = chosen
+        assign[i] = hosts.place(chosen, d)
     return assign
 
 
