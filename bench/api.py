@@ -40,12 +40,7 @@ TIMEOUT_S = 60.0
 
 
 def serve_command() -> list[str]:
-    """`corral serve` once cli/main.py registers it; `python -m corral.cli.serve serve` until then."""
-    from corral.cli.main import app
-
-    if "serve" in {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}:
-        return [str(Path(sys.executable).parent / "corral"), "serve"]
-    return [sys.executable, "-m", "corral.cli.serve", "serve"]
+    return [str(Path(sys.executable).parent / "corral"), "serve"]
 
 
 def free_port() -> int:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from corral.config import Settings, load_settings
@@ -99,3 +104,48 @@ def override(corral: Corral) -> Iterator[Callable[..., None]]:
 
     yield apply
     corral.settings = corral.guests.settings = corral.host.settings = original
+
+
+SERVE = [str(Path(sys.executable).with_name("corral")), "serve"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _running_serve(data_dir: Path, config: Path, *args: str) -> Iterator[str]:
+    """`corral serve` on a free loopback port over `data_dir`: yields its base URL once /api/health
+    answers; SIGTERM at the end, which must stop it cleanly."""
+    port = free_port()
+    env = {**os.environ, "CORRAL_DATA_DIR": str(data_dir), "CORRAL_CONFIG": str(config)}
+    proc = subprocess.Popen([*SERVE, "--listen", f"127.0.0.1:{port}", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "corral serve did not answer within 30 s"
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean stop
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="session")
+def running_serve() -> Callable[..., contextlib.AbstractContextManager[str]]:
+    """`with running_serve(data_dir, config, *extra_args) as base_url:` a real `corral serve`."""
+    return _running_serve

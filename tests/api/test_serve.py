@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
-import socket
 import ssl
 import stat
 import subprocess
@@ -27,26 +26,10 @@ from corral.config import Settings
 from corral.core.errors import Conflict, InvalidInput, NotFound
 from corral.services.users import UserStore, users_path
 
+from ..conftest import SERVE, free_port
 from .conftest import PASSWORD, USER, Credentials
 
 pytestmark = pytest.mark.libvirt
-
-
-def serve_command() -> list[str]:
-    """`corral serve` once cli/main.py registers it; `python -m corral.cli.serve serve` until then."""
-    from corral.cli.main import app
-
-    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
-    if "serve" in names:
-        return [str(Path(sys.executable).parent / "corral"), "serve"]
-    return [sys.executable, "-m", "corral.cli.serve", "serve"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _env(data_dir: Path, config: Path) -> dict[str, str]:
@@ -54,33 +37,12 @@ def _env(data_dir: Path, config: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(settings: Settings, credentials: Credentials, tmp_path: Path) -> Iterator[str]:
+def server(settings: Settings, credentials: Credentials, tmp_path: Path,
+           running_serve: Callable[..., contextlib.AbstractContextManager[str]]) -> Iterator[str]:
     config = tmp_path / "config.toml"
     config.write_text("[monitor]\ninterval_s = 0.5\n")
-    port = free_port()
-    proc = subprocess.Popen([*serve_command(), "--listen", f"127.0.0.1:{port}"], env=_env(settings.data_dir, config),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "corral serve did not answer within 30 s"
-            time.sleep(0.1)
+    with running_serve(settings.data_dir, config) as base:
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean stop
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 def test_serve_over_real_http(server: str, credentials: Credentials) -> None:
@@ -115,7 +77,7 @@ def test_serve_over_real_http(server: str, credentials: Credentials) -> None:
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:18931", "[::]:18931", "192.0.2.1:18931", "example.org:18931"])
 def test_serve_refuses_other_addresses_without_users(tmp_path: Path, listen: str) -> None:
-    result = subprocess.run([*serve_command(), "--listen", listen], env=_env(tmp_path, tmp_path / "none.toml"),
+    result = subprocess.run([*SERVE, "--listen", listen], env=_env(tmp_path, tmp_path / "none.toml"),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "refusing to listen" in result.stderr and "corral user add" in result.stderr
@@ -123,7 +85,7 @@ def test_serve_refuses_other_addresses_without_users(tmp_path: Path, listen: str
 
 def test_serve_on_loopback_without_users_warns_and_refuses_every_call(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([*serve_command(), "--listen", f"127.0.0.1:{port}", "--no-sampler"],
+    proc = subprocess.Popen([*SERVE, "--listen", f"127.0.0.1:{port}", "--no-sampler"],
                             env=_env(tmp_path, tmp_path / "none.toml"), stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
@@ -222,7 +184,7 @@ def test_password_prompt_asks_twice_on_a_terminal(monkeypatch: pytest.MonkeyPatc
 def test_serve_with_a_user_goes_past_the_refusal_and_warns_about_plain_http(tmp_path: Path) -> None:
     UserStore(users_path(tmp_path)).add("admin", "an admin password")
     # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind itself fails, after the checks.
-    result = subprocess.run([*serve_command(), "--listen", "192.0.2.1:18932", "--no-sampler"],
+    result = subprocess.run([*SERVE, "--listen", "192.0.2.1:18932", "--no-sampler"],
                             env=_env(tmp_path, tmp_path / "none.toml"), capture_output=True, text=True, timeout=60)
     assert "refusing" not in result.stderr
     assert "plain http" in result.stderr and "--certfile" in result.stderr
@@ -237,7 +199,7 @@ def test_serve_over_https_sets_a_secure_cookie(settings: Settings, credentials: 
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     port = free_port()
-    proc = subprocess.Popen([*serve_command(), "--listen", f"127.0.0.1:{port}", "--no-sampler", "--certfile",
+    proc = subprocess.Popen([*SERVE, "--listen", f"127.0.0.1:{port}", "--no-sampler", "--certfile",
                              str(cert), "--keyfile", str(key)], env=_env(settings.data_dir, tmp_path / "none.toml"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -6,17 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from corral.config import Settings
@@ -46,13 +41,6 @@ def need(condition: bool, what: str) -> None:
         pytest.skip(f"{what} is not available")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def web_user(settings: Settings) -> tuple[str, str]:
     store = UserStore(users_path(settings.data_dir))
@@ -63,33 +51,15 @@ def web_user(settings: Settings) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def server(settings: Settings, corral_session: Corral, web_user: tuple[str, str],
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+           tmp_path_factory: pytest.TempPathFactory,
+           running_serve: Callable[..., contextlib.AbstractContextManager[str]]) -> Iterator[str]:
     """`corral serve` on a free loopback port over the test data folder, sampling every second."""
     config = tmp_path_factory.mktemp("web") / "config.toml"
     config.write_text("[monitor]\ninterval_s = 1\n")
-    port = _free_port()
-    env = {**os.environ, "CORRAL_DATA_DIR": str(settings.data_dir), "CORRAL_CONFIG": str(config)}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "corral"), "serve", "--listen", f"127.0.0.1:{port}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "corral serve did not answer within 30 s"
-            time.sleep(0.1)
-        yield base
+        with running_serve(settings.data_dir, config) as base:
+            yield base
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         for row in corral_session.libvirt.rows():
             if row.name.startswith("ct-web-"):
                 with contextlib.suppress(CorralError):
