@@ -25,7 +25,7 @@ from corral.adapters.hostinfo import host_snapshot
 from corral.adapters.libvirt_host import ACTIVE_STATES, DomainRow, LibvirtHost
 from corral.adapters.locks import HostLock
 from corral.config import Settings
-from corral.core.capacity import admission_violations, footprint
+from corral.core.capacity import MIB, admission_violations, footprint
 from corral.core.domxml import (
     DiskPlan,
     DomainPlan,
@@ -453,9 +453,9 @@ class GuestService:
         if since is None:
             reading_cache.save(cache, now)
         cpu = {c.domain: sample_values(previous.get(c.domain), c, sampler.host_cores)["cpu_pct"] for c in now}
-        host = host_snapshot(cpu_interval=None)
-        listed = [ListedDomain(HOST_DOMAIN, 0, "running", host.cores, host.memory_total_mib, cpu.get(HOST_DOMAIN),
-                               now[0].cpu_time_s)]
+        host = now[0]  # Domain-0's reading already has its cores and memory
+        listed = [ListedDomain(HOST_DOMAIN, 0, "running", host.cpus, int(host.mem_total_bytes or 0) // MIB,
+                               cpu.get(HOST_DOMAIN), host.cpu_time_s)]
         for row in self.libvirt.rows():
             listed.append(ListedDomain(row.name, row.id, row.state, row.vcpus, row.memory_mib,
                                        cpu.get(row.name) if row.state in ACTIVE_STATES else None,
