@@ -262,3 +262,38 @@ def test_least_peak_fit_puts_a_server_in_another_hosts_valley() -> None:
     D = np.array([[[0.9, 0.1, 0.1]], [[0.5, 0.5, 0.5]], [[0.05, 0.45, 0.45]]])
     assert pk.first_fit_decreasing(D, pk.Limits()).tolist() == [0, 1, 1]
     assert pk.least_peak_fit(D, pk.Limits()).tolist() == [0, 1, 0]
+
+
+def hidden_partition(m: int, per_host: int, steps: int, fill: float, seed: int) -> np.ndarray:
+    """Servers cut from m hosts each loaded to ``fill`` at every step: a plan on m hosts exists."""
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for _ in range(m):
+        shares = rng.dirichlet(np.full(per_host, 0.7), size=steps).T  # (per_host, steps), columns sum to 1
+        pieces.append(shares * fill)
+    return np.concatenate(pieces)[rng.permutation(m * per_host)]
+
+
+def test_compiled_repair_finds_a_hidden_plan_and_gives_up_on_an_impossible_one() -> None:
+    import time
+
+    D = hidden_partition(m=6, per_host=8, steps=48, fill=0.93, seed=3)
+    start = np.random.default_rng(0).integers(0, 6, D.shape[0])
+    assert not pk.check_assignment(D[:, None, :], start, pk.Limits())  # a random start overflows
+    fixed = pk.repair_compiled(D, start, 6, time.perf_counter() + 20)
+    assert fixed is not None and pk.check_assignment(D[:, None, :], fixed, pk.Limits())
+    assert int(fixed.max()) < 6
+    # one host fewer cannot hold a total of 6 x 0.93 > 5: the search stops at its deadline
+    t = time.perf_counter()
+    assert pk.repair_compiled(D, start % 5, 5, t + 0.3) is None
+    assert time.perf_counter() - t < 2.0
+
+
+def test_search_reaches_the_hidden_optimum_from_first_fit() -> None:
+    D = hidden_partition(m=10, per_host=12, steps=96, fill=0.97, seed=7)[:, None, :]
+    lb, _ = pk.lower_bound(D, pk.Limits())
+    assert lb == 10
+    start = pk.first_fit_decreasing(D, pk.Limits())
+    assert int(start.max()) + 1 > 10
+    best = pk.minimize_hosts(D, start, lb, deadline=__import__("time").perf_counter() + 20)
+    assert pk.check_assignment(D, best, pk.Limits()) and int(best.max()) + 1 == 10

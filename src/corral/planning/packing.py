@@ -422,38 +422,17 @@ def repair_to_m(
     max_targets: int = 64,
     lim: Limits = Limits(),
     swaps: bool = True,
-    weighted: bool = True,
-    bump: float = 0.5,
 ) -> IntArray | None:
-    """Starting from ``assign`` (hosts 0..m-1, possibly overloaded), move servers
-    between hosts to drive the total overflow (sum over hosts and steps of load above 1) to zero:
-    each iteration takes one overloaded host and applies the best move of one of its servers to
-    another host, or a better swap (tabu for ``tenure`` iterations on the reverse move, so
-    plateaus are crossed). Strict mode with ``weighted``: at a local minimum the overloaded steps
-    of that host gain ``bump`` in weight (breakout; 0.1 to 1.5 give the same results on PlanetLab).
-    Returns a feasible assignment on <= m hosts, or None at ``deadline``."""
+    """Percentile mode's repair (strict mode runs the compiled ``repair_compiled``): starting from
+    ``assign`` (hosts 0..m-1, possibly overloaded), move servers between hosts to drive the total
+    penalty (``penalty_fn``) to zero: each iteration takes one overloaded host and applies the
+    best move of one of its servers to another host, or a better swap (tabu for ``tenure``
+    iterations on the reverse move, so plateaus are crossed). Returns a feasible assignment on
+    <= m hosts, or None at ``deadline``."""
     n, R, T = D.shape
     flat = D.reshape(n, R * T)
     loads = host_loads(assign, flat, m)
-    weights = np.ones(R * T, dtype=flat.dtype)
-    _overflow: Callable[[FloatArray], FloatArray]
-    _overflow_tmp: Callable[[FloatArray], FloatArray]  # may overwrite its argument
-    if weighted and lim.k == 0:
-        # breakout: the steps where a host stays overloaded at a local minimum weigh more and
-        # more, so the search stops circling around them
-        def weighted_overflow(rows: FloatArray) -> FloatArray:
-            return np.asarray(np.maximum(rows - 1.0, 0.0) @ weights)
-
-        def weighted_overflow_tmp(rows: FloatArray) -> FloatArray:
-            rows -= 1.0  # a temporary: overwritten in place (no extra allocation)
-            np.maximum(rows, 0.0, out=rows)
-            return np.asarray(rows @ weights)
-
-        _overflow = weighted_overflow
-        _overflow_tmp = weighted_overflow_tmp
-    else:
-        _overflow = penalty_fn(lim, R, T)
-        _overflow_tmp = _overflow
+    _overflow = penalty_fn(lim, R, T)
     over = _overflow(loads)
     tabu_until = np.zeros((n, m), dtype=np.int64)
     it = 0
@@ -470,7 +449,7 @@ def repair_to_m(
         b = int(bad[rng.integers(bad.size)]) if rng.random() < 0.3 else int(bad[np.argmax(over[bad])])
         members = np.flatnonzero(assign == b)
         dm = flat[members]  # (k, C)
-        out_gain = _overflow_tmp(loads[b][None, :] - dm) - over[b]  # (k,) <= 0
+        out_gain = _overflow(loads[b][None, :] - dm) - over[b]  # (k,) <= 0
         if m > max_targets:
             # only the hosts with the most room where host b overflows are worth evaluating
             cols = loads[b] > 1.0 + EPS
@@ -480,18 +459,15 @@ def repair_to_m(
         else:
             targets = np.flatnonzero(np.arange(m) != b)
         new = loads[targets][None, :, :] + dm[:, None, :]  # (k, targets, C)
-        in_cost = _overflow_tmp(new) - over[targets][None, :]
+        in_cost = _overflow(new) - over[targets][None, :]
         delta = in_cost + out_gain[:, None]
         delta[tabu_until[members][:, targets] >= it] = np.inf
         flat_idx = int(np.argmin(delta))
         if swaps and delta.flat[flat_idx] > -EPS and _try_swap(
-            flat, assign, loads, over, b, members, targets, tabu_until, it, tenure, rng, _overflow_tmp,
+            flat, assign, loads, over, b, members, targets, tabu_until, it, tenure, rng, _overflow,
             float(delta.flat[flat_idx]),
         ):  # fmt: skip
             continue
-        if weighted and lim.k == 0 and delta.flat[flat_idx] > -EPS:
-            weights[loads[b] > 1.0] += bump
-            over = _overflow(loads)
         if not np.isfinite(delta.flat[flat_idx]):
             continue
         j, gi = divmod(flat_idx, targets.size)
@@ -503,6 +479,35 @@ def repair_to_m(
         over[g] = float(_overflow(loads[g]))
         assign[i] = g
         tabu_until[i, b] = it + tenure + int(rng.integers(0, 4))
+
+
+def repair_compiled(
+    demand: FloatArray,
+    assign: IntArray,
+    m: int,
+    deadline: float,
+    tenure: int = 7,
+    bump: float = 0.5,
+    swap_servers: int = 4,
+) -> IntArray | None:
+    """Strict mode's repair: the tabu search with breakout weights of ``kernels.repair_steps`` on
+    ``demand`` (servers, resources x steps), run in slices of about 20 ms until no host of the
+    ``m`` is overloaded (returns the assignment) or ``deadline`` (returns None)."""
+    from corral.planning import kernels
+
+    n, C = demand.shape
+    work = assign.copy()
+    weights = np.ones(C)
+    tabu_until = np.zeros((n, m), dtype=np.int64)
+    done, slice_its = 0, 64
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        if kernels.repair_steps(demand, work, m, weights, tabu_until, done, slice_its, tenure, bump, swap_servers) > 0:
+            return work
+        done += slice_its
+        took = time.perf_counter() - t
+        slice_its = max(1, min(4 * slice_its, int(slice_its * 0.02 / max(took, 1e-6))))
+    return None
 
 
 def _try_swap(
@@ -631,13 +636,23 @@ def minimize_hosts(
         return best
     idx = np.flatnonzero(placed)
     exact = D[idx]
-    # the search runs in float32 on demands inflated by 1e-5 (twice as fast; its rounding can
-    # only make it stricter); every plan it returns is re-checked in float64 on the true demands
+    # the NumPy parts (dropping a host; percentile mode's repair) run in float32 on demands
+    # inflated by 1e-5 (twice as fast; the rounding can only make them stricter); every plan is
+    # re-checked in float64 on the true demands
     sub = (exact * (1 + 1e-5)).astype(np.float32)
+    if lim.k == 0:
+        # the compiled repair works in float64; 1e-9 of headroom covers its rounding
+        from corral.planning import kernels
+
+        kernels.seed_rng(seed)
+        compiled = np.ascontiguousarray((exact * (1 + 1e-9)).reshape(exact.shape[0], -1), dtype=np.float64)
     cur = best[idx]
     while int(cur.max()) + 1 > max(lower, 1) and time.perf_counter() < deadline:
         trial = _best_drop(sub, cur, lim, tries)
-        fixed = repair_to_m(sub, trial, int(cur.max()), deadline, rng, lim=lim)
+        if lim.k == 0:
+            fixed = repair_compiled(compiled, trial, int(cur.max()), deadline)
+        else:
+            fixed = repair_to_m(sub, trial, int(cur.max()), deadline, rng, lim=lim)
         if fixed is None or not check_assignment(exact, fixed, lim):
             break
         cur = compact(fixed)

@@ -158,6 +158,12 @@ def plan_consolidation(
     lim = pk.Limits(k=k, hard=(1.0 / cap) if percentile is not None else 1.0)
     D = normalized_demand(traces, host_kind, cap, res)
     say = progress or (lambda stage, frac: None)
+    if lim.k == 0 and traces.n_servers > exact_max_servers:
+        from corral.planning import kernels
+
+        say("compiling the search", 0.0)  # seconds the first time, then loaded from Numba's cache
+        kernels.warm_up()
+        deadline = time.perf_counter() + max(0.0, time_budget_s)  # compiling is not search time
 
     bad = pk.unplaceable_mask(D, lim)
     unplaceable = []
