@@ -70,15 +70,17 @@ def repair_steps(
     tenure: int,
     bump: float,
     swap_servers: int,
+    targets: int,
 ) -> int:
     """Run up to ``iterations`` iterations of the overflow repair on ``m`` hosts; ``assign``,
     ``weights`` (per step) and ``tabu_until`` (server x host) are updated in place, so a caller
     can run the search in slices and look at the clock between them.
 
     Each iteration takes an overloaded host b (the worst, or a random one 30 % of the time) and
-    applies the best non-tabu move of one of its servers to any other host; when no move lowers
+    applies the best non-tabu move of one of its servers to another host; when no move lowers
     the overflow, the best swap of one of its ``swap_servers`` servers whose removal helps most
-    with any server of another host, if that is better; else the steps where b is overloaded
+    with a server of another host, if that is better (on more than ``targets`` hosts, the other
+    hosts are the ``targets`` with the least load at b's overloaded steps); else the steps where b is overloaded
     gain ``bump`` in weight (breakout) and the best move is made anyway (tabu keeps it from
     being undone for ``tenure`` iterations). Returns the iteration at which no host is
     overloaded, or -1 when the slice ends first."""
@@ -119,11 +121,22 @@ def repair_steps(
                 k_b += 1
         for a in range(k_b):
             out_gain[a] = _overflow_with(loads[b], demand[members[a]], -1.0, weights) - over[b]
+        # on many hosts, only the `targets` with the most room where b overflows are evaluated
+        near = np.ones(m, dtype=np.bool_)
+        if m > targets:
+            room = np.zeros(m)
+            for t in range(T):
+                if loads[b, t] > 1.0:
+                    for g in range(m):
+                        room[g] += loads[g, t]
+            room[b] = np.inf
+            near[:] = False
+            near[np.argsort(room)[:targets]] = True
         best, best_i, best_g = np.inf, -1, -1
         for a in range(k_b):
             i = members[a]
             for g in range(m):
-                if g == b or tabu_until[i, g] >= it:
+                if g == b or not near[g] or tabu_until[i, g] >= it:
                     continue
                 delta = out_gain[a] + _overflow_with(loads[g], demand[i], 1.0, weights) - over[g]
                 if delta < best:
@@ -136,7 +149,7 @@ def repair_steps(
                 i = members[order[a]]
                 for j in range(n):
                     g = assign[j]
-                    if g == b or tabu_until[i, g] >= it or tabu_until[j, b] >= it:
+                    if g == b or not near[g] or tabu_until[i, g] >= it or tabu_until[j, b] >= it:
                         continue
                     delta = _swap_overflow(loads[b], loads[g], demand[i], demand[j], weights) - over[b] - over[g]
                     if delta < swap_best:
@@ -177,5 +190,5 @@ def warm_up() -> None:
     with _warm:
         demand = np.array([[0.6, 0.2], [0.6, 0.2]])
         seed_rng(0)
-        repair_steps(demand, np.zeros(2, dtype=np.int64), 2, np.ones(2), np.zeros((2, 2), dtype=np.int64), 0, 4, 7,
-                     0.5, 4)  # fmt: skip
+        repair_steps(demand, np.zeros(2, dtype=np.int64), 2, np.ones(2), np.zeros((2, 2), dtype=np.int32), 0, 4, 7,
+                     0.5, 4, 64)  # fmt: skip

@@ -489,6 +489,7 @@ def repair_compiled(
     tenure: int = 7,
     bump: float = 0.5,
     swap_servers: int = 4,
+    targets: int = 64,
 ) -> IntArray | None:
     """Strict mode's repair: the tabu search with breakout weights of ``kernels.repair_steps`` on
     ``demand`` (servers, resources x steps), run in slices of about 20 ms until no host of the
@@ -498,11 +499,13 @@ def repair_compiled(
     n, C = demand.shape
     work = assign.copy()
     weights = np.ones(C)
-    tabu_until = np.zeros((n, m), dtype=np.int64)
+    tabu_until = np.zeros((n, m), dtype=np.int32)  # 20,000 servers x 1,000 hosts: 80 MB
     done, slice_its = 0, 64
     while time.perf_counter() < deadline:
         t = time.perf_counter()
-        if kernels.repair_steps(demand, work, m, weights, tabu_until, done, slice_its, tenure, bump, swap_servers) > 0:
+        if kernels.repair_steps(
+            demand, work, m, weights, tabu_until, done, slice_its, tenure, bump, swap_servers, targets
+        ) > 0:
             return work
         done += slice_its
         took = time.perf_counter() - t
