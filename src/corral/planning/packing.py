@@ -643,7 +643,7 @@ def minimize_hosts(
     # inflated by 1e-5 (twice as fast; the rounding can only make them stricter); every plan is
     # re-checked in float64 on the true demands
     sub = (exact * (1 + 1e-5)).astype(np.float32)
-    if lim.k == 0:
+    if lim.k == 0 and time.perf_counter() < deadline:
         # the compiled repair works in float64; 1e-9 of headroom covers its rounding
         from corral.planning import kernels
 

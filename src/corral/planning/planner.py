@@ -158,7 +158,7 @@ def plan_consolidation(
     lim = pk.Limits(k=k, hard=(1.0 / cap) if percentile is not None else 1.0)
     D = normalized_demand(traces, host_kind, cap, res)
     say = progress or (lambda stage, frac: None)
-    if lim.k == 0 and traces.n_servers > exact_max_servers:
+    if lim.k == 0 and traces.n_servers > exact_max_servers and time_budget_s > 0:
         from corral.planning import kernels
 
         say("compiling the search", 0.0)  # seconds the first time, then loaded from Numba's cache
