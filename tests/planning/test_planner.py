@@ -3,6 +3,7 @@ bound is a bound, and CP-SAT's optimum sits between them on small instances."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -275,8 +276,6 @@ def hidden_partition(m: int, per_host: int, steps: int, fill: float, seed: int) 
 
 
 def test_compiled_repair_finds_a_hidden_plan_and_gives_up_on_an_impossible_one() -> None:
-    import time
-
     D = hidden_partition(m=6, per_host=8, steps=48, fill=0.93, seed=3)
     start = np.random.default_rng(0).integers(0, 6, D.shape[0])
     assert not pk.check_assignment(D[:, None, :], start, pk.Limits())  # a random start overflows
@@ -295,5 +294,5 @@ def test_search_reaches_the_hidden_optimum_from_first_fit() -> None:
     assert lb == 10
     start = pk.first_fit_decreasing(D, pk.Limits())
     assert int(start.max()) + 1 > 10
-    best = pk.minimize_hosts(D, start, lb, deadline=__import__("time").perf_counter() + 20)
+    best = pk.minimize_hosts(D, start, lb, deadline=time.perf_counter() + 20)
     assert pk.check_assignment(D, best, pk.Limits()) and int(best.max()) + 1 == 10

@@ -13,15 +13,10 @@ cache when that folder is read-only); ``warm_up`` compiles it ahead of a timed s
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from numba import njit
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 @njit(cache=True, fastmath=True)
@@ -80,9 +75,9 @@ def repair_steps(
     applies the best non-tabu move of one of its servers to another host; when no move lowers
     the overflow, the best swap of one of its ``swap_servers`` servers whose removal helps most
     with a server of another host, if that is better (on more than ``targets`` hosts, the other
-    hosts are the ``targets`` with the least load at b's overloaded steps); else the steps where b is overloaded
-    gain ``bump`` in weight (breakout) and the best move is made anyway (tabu keeps it from
-    being undone for ``tenure`` iterations). Returns the iteration at which no host is
+    hosts are the ``targets`` with the least load at b's overloaded steps); else the steps where
+    b is overloaded gain ``bump`` in weight (breakout) and the best move is made anyway (tabu
+    keeps it from being undone for ``tenure`` iterations). Returns the iteration at which no host is
     overloaded, or -1 when the slice ends first."""
     n, T = demand.shape
     loads = np.zeros((m, T))
@@ -93,6 +88,8 @@ def repair_steps(
         over[h] = _overflow(loads[h], weights)
     members = np.empty(n, dtype=np.int64)
     out_gain = np.empty(n)
+    near = np.ones(m, dtype=np.bool_)  # the hosts evaluated as targets: all of them up to `targets`
+    room = np.zeros(m)
     for it in range(first_iteration + 1, first_iteration + iterations + 1):
         n_bad = 0
         worst = -1
@@ -122,9 +119,8 @@ def repair_steps(
         for a in range(k_b):
             out_gain[a] = _overflow_with(loads[b], demand[members[a]], -1.0, weights) - over[b]
         # on many hosts, only the `targets` with the most room where b overflows are evaluated
-        near = np.ones(m, dtype=np.bool_)
         if m > targets:
-            room = np.zeros(m)
+            room[:] = 0.0
             for t in range(T):
                 if loads[b, t] > 1.0:
                     for g in range(m):
@@ -182,13 +178,10 @@ def repair_steps(
     return -1
 
 
-_warm = threading.Lock()
-
-
 def warm_up() -> None:
-    """Compile (or load from the cache) the kernel on a tiny instance, outside any time budget."""
-    with _warm:
-        demand = np.array([[0.6, 0.2], [0.6, 0.2]])
-        seed_rng(0)
-        repair_steps(demand, np.zeros(2, dtype=np.int64), 2, np.ones(2), np.zeros((2, 2), dtype=np.int32), 0, 4, 7,
-                     0.5, 4, 64)  # fmt: skip
+    """Compile (or load from the cache) the kernel on a tiny instance, outside any time budget.
+    The argument types are those ``packing.repair_compiled`` passes (Numba compiles per type)."""
+    demand = np.array([[0.6, 0.2], [0.6, 0.2]])
+    tabu_until = np.zeros((2, 2), dtype=np.int32)
+    seed_rng(0)
+    repair_steps(demand, np.zeros(2, dtype=np.int64), 2, np.ones(2), tabu_until, 0, 4, 7, 0.5, 4, 64)

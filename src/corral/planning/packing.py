@@ -525,7 +525,7 @@ def _try_swap(
     it: int,
     tenure: int,
     rng: np.random.Generator,
-    pen: Callable[[FloatArray], FloatArray],  # may overwrite its argument
+    pen: Callable[[FloatArray], FloatArray],
     best_move: float,
     swap_hosts: int = 32,
     top_servers: int = 4,
@@ -561,8 +561,8 @@ def _try_swap(
     g = int(assign[j])
     loads[b] += flat[j] - flat[i]
     loads[g] += flat[i] - flat[j]
-    over[b] = float(pen(loads[b].copy()))  # pen may overwrite its argument
-    over[g] = float(pen(loads[g].copy()))
+    over[b] = float(pen(loads[b]))
+    over[g] = float(pen(loads[g]))
     assign[i], assign[j] = g, b
     tabu_until[i, b] = it + tenure + int(rng.integers(0, 4))
     tabu_until[j, g] = it + tenure + int(rng.integers(0, 4))
