@@ -85,10 +85,19 @@ def corral(corral_session: Corral) -> Iterator[Corral]:
 
 
 def remove_test_domains(corral: Corral) -> None:
+    """Delete this session's test guests: named ct-… and kept in this session's data folder, so that two
+    pytest sessions (a developer's and a helper's) never delete each other's guests."""
+    from corral.core.domxml import parse_domain_xml
+
     for row in corral.libvirt.rows():
-        if row.name.startswith(TEST_PREFIX):
-            with contextlib.suppress(CorralError):
-                corral.guests.delete(row.name)
+        if not row.name.startswith(TEST_PREFIX):
+            continue
+        with contextlib.suppress(CorralError):
+            meta = parse_domain_xml(corral.libvirt.xml(row.name, inactive=True)).meta
+            if meta is None or meta.console_log is None \
+                    or not meta.console_log.is_relative_to(corral.settings.data_dir):
+                continue
+            corral.guests.delete(row.name)
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from corral.config import Settings
-from corral.core.errors import CorralError
 from corral.services.context import Corral
 from corral.services.users import UserStore, users_path
+from tests.conftest import remove_test_domains
 
 USER = "webadmin"
 PASSWORD = "a web admin password"
@@ -60,10 +60,7 @@ def server(settings: Settings, corral_session: Corral, web_user: tuple[str, str]
         with running_serve(settings.data_dir, config) as base:
             yield base
     finally:
-        for row in corral_session.libvirt.rows():
-            if row.name.startswith("ct-web-"):
-                with contextlib.suppress(CorralError):
-                    corral_session.guests.delete(row.name)
+        remove_test_domains(corral_session)
 
 
 @pytest.fixture(scope="module")
