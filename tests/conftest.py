@@ -106,13 +106,14 @@ def override(corral: Corral) -> Iterator[Callable[..., None]]:
     original = corral.settings
 
     def apply(limits: dict[str, float] | None = None, **changes: object) -> None:
-        new = replace(original, **changes)  # type: ignore[arg-type]
+        current = corral.settings  # changes add up over several calls
+        new = replace(current, **changes)  # type: ignore[arg-type]
         if limits:
-            new = replace(new, limits=CapacityLimits(**{**original.limits.__dict__, **limits}))
-        corral.settings = corral.guests.settings = corral.host.settings = new
+            new = replace(new, limits=CapacityLimits(**{**current.limits.__dict__, **limits}))
+        corral.settings = corral.guests.settings = corral.host.settings = corral.images.settings = new
 
     yield apply
-    corral.settings = corral.guests.settings = corral.host.settings = original
+    corral.settings = corral.guests.settings = corral.host.settings = corral.images.settings = original
 
 
 SERVE = [str(Path(sys.executable).with_name("corral")), "serve"]

@@ -11,13 +11,18 @@ import pytest
 
 from corral.core.capacity import CapacityLimits, HostFacts, admission_violations, capacity_report, footprint
 from corral.core.domxml import (
+    CORRAL_NS,
+    GUEST_META,
+    CorralMeta,
     DiskPlan,
     DomainPlan,
     build_domain_xml,
     clone_domain_xml,
+    harden_domain_xml,
     parse_domain_xml,
     snapshot_xml,
     tiny_cmdline,
+    write_meta,
 )
 from corral.core.errors import InvalidInput
 from corral.core.spec import GuestSpec, LoadSpec, parse_load, spec_from_mapping, spec_from_toml
@@ -127,7 +132,8 @@ def test_limits_are_validated() -> None:
 
 def _plan(tmp_path: Path, name: str = "web") -> DomainPlan:
     return DomainPlan(
-        name=name, domain_type="qemu", emulator="/usr/bin/qemu-system-x86_64", vcpus=2, memory_mib=256,
+        name=name, uuid="6a2ea3f4-63c5-4a8f-9d1e-3c1f0b3f6a10", domain_type="qemu",
+        emulator="/usr/bin/qemu-system-x86_64", vcpus=2, memory_mib=256,
         image="tiny", load=LoadSpec(15, 64, 8),
         disks=(DiskPlan(tmp_path / name / "disk0.qcow2", "qcow2"),
                DiskPlan(tmp_path / "install.iso", "raw", "cdrom", owned=False)),
@@ -145,6 +151,90 @@ def test_domain_xml_round_trips_corral_metadata(tmp_path: Path) -> None:
     assert facts.meta.owned_files == (tmp_path / "web" / "disk0.qcow2",)
     assert [d.device for d in facts.disks] == ["disk", "cdrom"]
     assert "corral.name=web corral.cpu=15 corral.disk=64 corral.net=8" in xml
+
+
+def test_corral_metadata_is_written_as_it_always_was(tmp_path: Path) -> None:
+    """Guests defined by earlier versions must keep parsing, and new ones look the same to them."""
+    xml = build_domain_xml(DomainPlan(**{**_plan(tmp_path).__dict__, "load": LoadSpec(12.5, 64, 8),
+                                         "extra_owned_files": (tmp_path / "web" / "nvram.fd",)}))
+    start, end = xml.index("<corral:guest>"), xml.index("</corral:guest>") + len("</corral:guest>")
+    assert xml[start:end] == (
+        "<corral:guest>\n"
+        "      <corral:image>tiny</corral:image>\n"
+        "      <corral:readiness>serial</corral:readiness>\n"
+        '      <corral:load cpu="12.5" disk="64" net="8" />\n'
+        f"      <corral:console-log>{tmp_path}/web/console.log</corral:console-log>\n"
+        f"      <corral:owned-file>{tmp_path}/web/disk0.qcow2</corral:owned-file>\n"
+        f"      <corral:owned-file>{tmp_path}/web/nvram.fd</corral:owned-file>\n"
+        "    </corral:guest>"
+    )
+    assert f'<domain xmlns:corral="{CORRAL_NS}" type="qemu">' in xml
+
+
+#: A value other than the default for every declared field: a field added to CorralMeta without one
+#: here fails the test below, so its round trip gets checked.
+EVERY_FIELD = {
+    "image": "debian-12",
+    "readiness": "running",
+    "load": LoadSpec(37.5, 640, 12),
+    "console_log": Path("/srv/corral/guests/web/console.log"),
+    "owned_files": (Path("/srv/corral/guests/web/disk0.qcow2"), Path("/srv/corral/guests/web/vars & <fd>")),
+}
+
+
+def test_every_declared_metadata_field_round_trips() -> None:
+    import xml.etree.ElementTree as ET
+
+    assert [name for name, _spelling, _default in GUEST_META] == list(EVERY_FIELD)
+    for name, _spelling, default in GUEST_META:
+        assert EVERY_FIELD[name] != default, f"{name}: pick a value that is not the default"
+    meta = CorralMeta(**EVERY_FIELD)  # type: ignore[arg-type]
+    dom = ET.Element("domain", type="qemu")
+    ET.SubElement(dom, "name").text = "web"
+    write_meta(ET.SubElement(dom, "metadata"), meta)
+    assert parse_domain_xml(ET.tostring(dom, encoding="unicode")).meta == meta
+    # ... and every field alone, the others left out: each reads back, the rest as their defaults
+    for name, _spelling, _default in GUEST_META:
+        one = CorralMeta(**{name: EVERY_FIELD[name]})  # type: ignore[arg-type]
+        dom = ET.Element("domain")
+        write_meta(ET.SubElement(dom, "metadata"), one)
+        assert parse_domain_xml(ET.tostring(dom, encoding="unicode")).meta == one
+    empty = ET.Element("domain")
+    ET.SubElement(ET.SubElement(empty, "metadata"), f"{{{CORRAL_NS}}}guest")
+    assert parse_domain_xml(ET.tostring(empty, encoding="unicode")).meta == CorralMeta()
+
+
+def test_unknown_metadata_is_ignored_and_kept_by_a_clone(tmp_path: Path) -> None:
+    """A newer Corral's fields (or anyone's) in the metadata: read past, and carried over to a clone."""
+    xml = build_domain_xml(_plan(tmp_path))
+    expected = parse_domain_xml(xml).meta
+    assert expected is not None
+    note = f'<corral:guest-note xmlns:corral="{CORRAL_NS}">hi</corral:guest-note>'  # beside, not inside
+    xml = (xml.replace("<corral:guest>", '<corral:guest><corral:host since="2">node-2</corral:host>'
+                       "<corral:tag>web</corral:tag><other:x xmlns:other=\"urn:other\">1</other:x>")
+              .replace('<corral:load cpu="15"', '<corral:load future="yes" cpu="15"')
+              .replace("<metadata>", "<metadata>" + note))
+    assert parse_domain_xml(xml).meta == expected
+    cloned = clone_domain_xml(xml, "web2", {tmp_path / "web" / "disk0.qcow2": tmp_path / "web2" / "disk0.qcow2"},
+                              tmp_path / "web2" / "console.log", "0d5c0c1e-9b7a-4a51-8f26-1f7c5d3c9e21")
+    assert '<corral:host since="2">node-2</corral:host>' in cloned and "<corral:tag>web</corral:tag>" in cloned
+    assert 'future="yes"' in cloned and "urn:other" in cloned
+    meta = parse_domain_xml(cloned).meta
+    assert meta is not None and meta.owned_files == (tmp_path / "web2" / "disk0.qcow2",)
+    assert (meta.image, meta.readiness, meta.load) == (expected.image, expected.readiness, expected.load)
+    assert "guest-note" in cloned
+
+
+def test_unreadable_or_empty_metadata_reads_as_the_defaults(tmp_path: Path) -> None:
+    xml = build_domain_xml(_plan(tmp_path))
+    xml = (xml.replace('cpu="15"', 'cpu="lots"').replace("<corral:readiness>serial</corral:readiness>",
+                                                         "<corral:readiness />")
+              .replace("<corral:image>tiny</corral:image>", ""))
+    meta = parse_domain_xml(xml).meta
+    assert meta is not None
+    assert (meta.image, meta.readiness, meta.load) == ("", "agent", LoadSpec(0, 64, 8))
+    foreign = "<domain><name>x</name><metadata><app xmlns='urn:app'/></metadata></domain>"
+    assert parse_domain_xml(foreign).meta is None
 
 
 def test_hostile_strings_stay_inside_their_element(tmp_path: Path) -> None:
@@ -182,9 +272,11 @@ def test_clone_xml_moves_owned_files_and_renames(tmp_path: Path) -> None:
     xml = build_domain_xml(_plan(tmp_path))
     old_disk = tmp_path / "web" / "disk0.qcow2"
     new_disk = tmp_path / "web2" / "disk0.qcow2"
-    cloned = clone_domain_xml(xml, "web2", {old_disk: new_disk}, tmp_path / "web2" / "console.log")
+    cloned = clone_domain_xml(xml, "web2", {old_disk: new_disk}, tmp_path / "web2" / "console.log",
+                              "0d5c0c1e-9b7a-4a51-8f26-1f7c5d3c9e21")
     facts = parse_domain_xml(cloned)
-    assert facts.name == "web2"
+    assert facts.name == "web2" and facts.uuid == "0d5c0c1e-9b7a-4a51-8f26-1f7c5d3c9e21"
+    assert facts.no_relabel
     assert facts.meta is not None and facts.meta.owned_files == (new_disk,)
     assert facts.meta.console_log == tmp_path / "web2" / "console.log"
     assert "corral.name=web2" in cloned and "corral.name=web " not in cloned
@@ -211,3 +303,45 @@ def test_domain_on_a_network_gets_a_tap(tmp_path: Path) -> None:
     xml = build_domain_xml(plan)
     assert '<interface type="network">' in xml and '<source network="corral"' in xml
     _validate(xml, "domain", tmp_path)
+
+
+def test_guest_xml_relabels_nothing_and_spells_out_the_backing_chain(tmp_path: Path) -> None:
+    """libvirt's DAC driver must not chown a base image, ISO, kernel or initrd: the domain says so, and an
+    overlay's base is named in the XML with nothing below it (QEMU follows no chain of the file's own)."""
+    plan = _plan(tmp_path)
+    base = tmp_path / "base.qcow2"
+    overlay = DiskPlan(tmp_path / "web" / "disk0.qcow2", "qcow2", backing=base, backing_format="qcow2")
+    xml = build_domain_xml(DomainPlan(**{**plan.__dict__, "disks": (overlay, *plan.disks[1:])}))
+    facts = parse_domain_xml(xml)
+    assert facts.no_relabel and facts.uuid == plan.uuid
+    assert facts.disks[0].backing == base and facts.disks[0].backing_format == "qcow2"
+    import xml.etree.ElementTree as ET
+
+    store = ET.fromstring(xml).find("devices/disk/backingStore")
+    assert store is not None and store.find("backingStore") is not None and len(store.find("backingStore") or []) == 0
+    _validate(xml, "domain", tmp_path)
+
+
+def test_harden_brings_an_older_definition_up_to_date(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(build_domain_xml(_plan(tmp_path)))
+    for seclabel in root.findall("seclabel"):
+        root.remove(seclabel)
+    old = ET.tostring(root, encoding="unicode")
+    assert not parse_domain_xml(old).no_relabel
+    disk0 = tmp_path / "web" / "disk0.qcow2"
+    hardened = harden_domain_xml(old, {disk0: (tmp_path / "base.raw", "raw")})
+    assert hardened is not None
+    facts = parse_domain_xml(hardened)
+    assert facts.no_relabel and facts.disks[0].backing == tmp_path / "base.raw"
+    assert harden_domain_xml(hardened, {disk0: (tmp_path / "base.raw", "raw")}) is None  # nothing left to do
+    _validate(hardened, "domain", tmp_path)
+
+
+def test_specs_refuse_nonsense_sizes_and_types() -> None:
+    for bad in ({"disk": 1e-20}, {"disk": True}, {"vcpus": True}, {"memory": 256.5}, {"vcpus": "2x"}):
+        with pytest.raises(InvalidInput):
+            spec_from_mapping({"name": "web", "image": "tiny", **bad})
+    with pytest.raises(InvalidInput, match="whole number"):
+        GuestSpec("web", "tiny", vcpus=True)

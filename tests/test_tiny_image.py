@@ -27,6 +27,8 @@ import pytest
 
 from corral.adapters import tiny_image as ti
 from corral.adapters.tiny_image import ImageBuildError, TinyImage, build_tiny_image
+from corral.core.bootimage import Cpio
+from corral.core.errors import InvalidInput
 
 CI = os.environ.get("CI", "").lower() == "true"
 READY_TIMEOUT = 30.0
@@ -68,7 +70,7 @@ def test_load_cmdline_contract() -> None:
     ],
 )
 def test_load_cmdline_rejects_bad_values(args: tuple[Any, ...]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         ti.load_cmdline(ti.BASE_CMDLINE, *args)
 
 
@@ -91,7 +93,7 @@ def test_extract_vmlinux_rejects_garbage() -> None:
 
 
 def test_cpio_newc_layout() -> None:
-    cpio = ti._Cpio()
+    cpio = Cpio()
     cpio.file("etc/x", b"hello", 0o644)
     cpio.symlink("bin/sh", "/bin/busybox")
     cpio.chardev("dev/console", 5, 1)

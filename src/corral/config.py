@@ -7,7 +7,8 @@ Read from a TOML file (`$CORRAL_CONFIG`, else /etc/corral/config.toml for root,
     data_dir = "/var/lib/corral"
     libvirt_uri = "qemu:///system"
     accelerator = "auto"          # auto | kvm | tcg
-    boot_timeout_s = 60
+    boot_timeout_s = 60           # how long `--wait` waits for a guest's readiness signal (1-3600)
+    image_dirs = ["/srv/images"]  # folders images and ISOs may be imported from (besides the defaults)
     network = "corral"            # libvirt network for guests' NICs ("" : QEMU user-mode NICs)
     network_cidr = "192.168.123.0/24"
     network_mode = "nat"          # nat | isolated
@@ -17,6 +18,10 @@ Read from a TOML file (`$CORRAL_CONFIG`, else /etc/corral/config.toml for root,
     raw_retention_s = 86400       # raw samples kept a day
     rollup_retention_s = 2592000  # 5-minute min/avg/max kept 30 days
     bucket_s = 300
+
+    [api]                         # corral serve's requests
+    max_body_bytes = 1048576      # a larger request body gets 413, on every route
+    body_timeout_s = 30           # a request body not received within this gets 408
 
     [capacity]
     cap = 0.85                    # utilization cap for the expected CPU demand of running guests
@@ -36,6 +41,7 @@ from typing import Any
 
 from corral.core.capacity import CapacityLimits
 from corral.core.errors import InvalidInput
+from corral.core.hosts import LOCAL_HOST, HostSpec, check_uri
 from corral.core.validate import check_name
 
 
@@ -54,6 +60,25 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """Bounds on the requests `corral serve` accepts."""
+
+    max_body_bytes: int = 1024 * 1024
+    body_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        size, timeout = self.max_body_bytes, self.body_timeout_s
+        if isinstance(size, bool) or not isinstance(size, int) or not 1024 <= size <= 1024**3:
+            raise ValueError("max_body_bytes must be a whole number of bytes between 1024 and 1073741824")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout <= 3600:
+            raise ValueError("body_timeout_s must be a number of seconds between 1 and 3600")
+
+
+DEFAULT_IMAGE_DIR = Path("/var/lib/libvirt/images")
+MAX_BOOT_TIMEOUT_S = 3600.0
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     libvirt_uri: str
@@ -65,6 +90,20 @@ class Settings:
     network_mode: str
     config_path: Path | None
     monitor: MonitorSettings = MonitorSettings()
+    api: ApiSettings = ApiSettings()
+    # Folders images and ISOs may come from (symlinks resolved). Always includes the data folder.
+    image_dirs: tuple[Path, ...] = (DEFAULT_IMAGE_DIR,)
+
+    @property
+    def hosts(self) -> tuple[HostSpec, ...]:
+        """The hosts Corral manages from its configuration: the local one (`libvirt_uri`)."""
+        return (HostSpec(LOCAL_HOST, self.libvirt_uri, accelerator=self.accelerator),)
+
+    @property
+    def allowed_image_dirs(self) -> tuple[Path, ...]:
+        """Where images and ISOs may be imported from: Corral's data folder (and its images folder, which
+        may be a link to elsewhere) and `image_dirs`."""
+        return (self.data_dir, self.images_dir, *self.image_dirs)
 
     @property
     def images_dir(self) -> Path:
@@ -100,7 +139,7 @@ def load_settings(path: Path | None = None) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(f"config file {config_path} is not valid TOML: {exc}") from None
     known = {"data_dir", "libvirt_uri", "accelerator", "boot_timeout_s", "capacity", "network", "network_cidr",
-             "network_mode", "monitor"}
+             "api", "network_mode", "monitor", "image_dirs"}
     if unknown := set(data) - known:
         raise InvalidInput(f"config file {config_path}: unknown key(s) {', '.join(sorted(unknown))}")
     default_data = Path("/var/lib/corral") if os.geteuid() == 0 else Path.home() / ".local/share/corral"
@@ -124,18 +163,49 @@ def load_settings(path: Path | None = None) -> Settings:
         monitor = MonitorSettings(**{k: float(v) for k, v in monitor_table.items()})
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"config file {config_path}: [monitor] {exc}") from None
+    api_table = data.get("api", {})
+    api_names = {f.name for f in fields(ApiSettings)}
+    if not isinstance(api_table, dict) or set(api_table) - api_names:
+        raise InvalidInput(f"config file {config_path}: [api] accepts {', '.join(sorted(api_names))}")
+    try:
+        api = ApiSettings(**api_table)
+    except ValueError as exc:
+        raise InvalidInput(f"config file {config_path}: [api] {exc}") from None
     network = str(os.environ.get("CORRAL_NETWORK", data.get("network", "corral")))
     if network:
         check_name(network, "network name")
+    boot_timeout = data.get("boot_timeout_s", 60)
+    if isinstance(boot_timeout, bool) or not isinstance(boot_timeout, int | float) \
+            or not 1 <= boot_timeout <= MAX_BOOT_TIMEOUT_S:
+        raise InvalidInput(f"config file {config_path}: boot_timeout_s must be a number of seconds "
+                           f"between 1 and {MAX_BOOT_TIMEOUT_S:g}, not {boot_timeout!r}")
+    image_dirs = _image_dirs(data.get("image_dirs", [str(DEFAULT_IMAGE_DIR)]), config_path)
     return Settings(
         data_dir=data_dir.absolute(),
-        libvirt_uri=os.environ.get("CORRAL_LIBVIRT_URI") or str(data.get("libvirt_uri", "qemu:///system")),
+        libvirt_uri=check_uri(os.environ.get("CORRAL_LIBVIRT_URI") or str(data.get("libvirt_uri", "qemu:///system"))),
         accelerator=os.environ.get("CORRAL_ACCELERATOR") or accelerator,
-        boot_timeout_s=float(data.get("boot_timeout_s", 60)),
+        boot_timeout_s=float(boot_timeout),
         limits=limits,
         network=network,
         network_cidr=str(data.get("network_cidr", "192.168.123.0/24")),
         network_mode=str(data.get("network_mode", "nat")),
         config_path=config_path if config_path.is_file() else None,
         monitor=monitor,
+        api=api,
+        image_dirs=image_dirs,
     )
+
+
+def _image_dirs(value: Any, config_path: Path) -> tuple[Path, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or len(value) > 64:
+        raise InvalidInput(f"config file {config_path}: image_dirs must be a list of absolute folder paths")
+    folders = []
+    for text in value:
+        folder = Path(text)
+        if not folder.is_absolute() or ".." in folder.parts or "\x00" in text:
+            raise InvalidInput(f"config file {config_path}: image_dirs entry {text!r} must be an absolute path "
+                               "without '..'")
+        if folder == Path("/") or folder.parts[1:2] in (("proc",), ("sys",), ("dev",)):
+            raise InvalidInput(f"config file {config_path}: image_dirs entry {text!r} would allow system files")
+        folders.append(folder)
+    return tuple(folders)

@@ -3,11 +3,16 @@ and an in-process client of the app over the real Corral (real libvirt daemon) w
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 with warnings.catch_warnings():
@@ -22,6 +27,7 @@ from corral.services.users import UserStore, users_path
 
 USER = "alice"
 PASSWORD = "correct horse battery"
+MIB = 1024 * 1024
 
 
 def unique(stem: str) -> str:
@@ -90,3 +96,44 @@ def api(corral: Corral, credentials: Credentials) -> Iterator[Api]:
     auth = Authenticator(credentials.store, clock=clock)
     with TestClient(create_app(corral, authenticator=auth)) as client:
         yield Api(client, corral, auth, clock, credentials)
+
+
+def _serve_process(base: str) -> Any:
+    """The psutil.Process of the `corral serve` (a child of this one) that listens at `base`."""
+    listen = base.removeprefix("http://")
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if listen in child.cmdline():
+                return child
+    raise AssertionError(f"no corral serve listening at {listen} among this process's children")
+
+
+@pytest.fixture
+def serve_process(settings: Settings, credentials: Credentials, tmp_path: Path,
+                  running_serve: Callable[..., contextlib.AbstractContextManager[str]]) -> Iterator[tuple[str, Any]]:
+    """A real `corral serve` (no sampler) with the default limits: (its URL, its psutil.Process)."""
+    with running_serve(settings.data_dir, tmp_path / "none.toml", "--no-sampler") as base:
+        yield base, _serve_process(base)
+
+
+class PeakRss:
+    """The highest RSS of a process, sampled every 10 ms while in the `with` block."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.before = process.memory_info().rss
+        self.peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

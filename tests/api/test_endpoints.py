@@ -10,10 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from starlette.websockets import WebSocketDisconnect
 
-from corral.api.app import LOOPBACK_HOSTS, create_app, host_of
+from corral.api.app import create_app
 from corral.api.auth import Authenticator
+from corral.api.middleware import LOOPBACK_HOSTS, host_of
 from corral.config import Settings
 from corral.planning import demo_traceset, load_catalog, plan_consolidation, plan_to_json, write_plan_json
 from corral.services.context import Corral, open_corral
@@ -23,6 +23,7 @@ from .conftest import Api, Clock, Credentials, unique
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
+    from starlette.testclient import WebSocketDenialResponse
 
 pytestmark = pytest.mark.libvirt
 
@@ -176,7 +177,8 @@ def test_clone_snapshots_and_delete_of_a_shut_off_guest(api: Api) -> None:
     assert not (api.corral.settings.guests_dir / guest).exists()
 
 
-def test_images(api: Api, tmp_path: Path) -> None:
+def test_images(api: Api, tmp_path: Path, override: Callable[..., None]) -> None:
+    override(image_dirs=(tmp_path,))
     b = api.bearer
     names = [r["name"] for r in api.client.get("/api/images", headers=b).json()]
     assert "tiny" in names
@@ -200,6 +202,23 @@ def test_images(api: Api, tmp_path: Path) -> None:
     # The tiny image is cached: building it again returns at once with its record.
     built = api.client.post("/api/images/tiny/build", headers=b)
     assert built.status_code == 200 and built.json()["name"] == "tiny" and built.json()["kind"] == "kernel"
+
+
+def test_files_a_guest_may_be_given_are_the_same_through_the_api(api: Api, tmp_path: Path) -> None:
+    """Imports and ISOs only from allowed folders, and the admission check says what create would."""
+    b = api.bearer
+    link = tmp_path / "dev.iso"
+    link.symlink_to("/dev/null")
+    for path in ("/etc/shadow", "/proc/self/environ", "/dev/vda", str(link)):
+        imported = api.client.post("/api/images", headers=b, json={"name": unique("img"), "path": path})
+        assert imported.status_code == 422, (path, imported.text)
+        spec = {"name": unique("iso"), "image": "tiny", "iso": path}
+        created = api.client.post("/api/domains", headers=b, json=spec)
+        checked = api.client.post("/api/domains/check", headers=b, json=spec)
+        assert created.status_code == checked.status_code == 422, (path, created.text, checked.text)
+        assert created.json()["error"] == checked.json()["error"]
+    fits = api.client.post("/api/domains/check", headers=b, json={"name": unique("ok"), "image": "tiny"})
+    assert fits.status_code == 200 and fits.json()["fits"] is True
 
 
 def test_plans_and_reports(api: Api) -> None:
@@ -260,10 +279,10 @@ def test_sampler_feeds_live_stats_websocket_history_and_metrics(corral: Corral, 
         # A cross-site page cannot open the WebSocket with the user's cookie.
         session = app.state.auth.login("alice", "correct horse battery")
         client.cookies.set("corral_session", session.key)
-        with pytest.raises(WebSocketDisconnect) as refused, \
+        with pytest.raises(WebSocketDenialResponse) as refused, \
                 client.websocket_connect("/api/ws/stats", headers={"Origin": "https://evil.example"}):
             pass
-        assert refused.value.code == 4403
+        assert refused.value.status_code == 403 and refused.value.json() == {"error": "cross-origin WebSocket refused"}
         with client.websocket_connect("/api/ws/stats", headers={"Origin": "http://testserver"}) as ws:
             assert ws.receive_json()[0]["domain"] == "Domain-0"
     assert app.state.live.running is False  # the sampler stops with the app
@@ -285,7 +304,7 @@ def test_host_header_allow_list(corral: Corral, credentials: Credentials) -> Non
         assert client.get("/api/health", headers={"Host": "[::1]:8080"}).status_code == 200
         refused = client.get("/api/domains", headers={**credentials.bearer, "Host": "evil.example:8080"})
         assert refused.status_code == 400 and refused.json() == {"error": "unexpected Host header 'evil.example:8080'"}
-        with pytest.raises(WebSocketDisconnect) as closed, \
+        with pytest.raises(WebSocketDenialResponse) as closed, \
                 client.websocket_connect("/api/ws/stats", headers={**credentials.bearer, "Host": "evil.example"}):
             pass
-        assert closed.value.code == 4400
+        assert closed.value.status_code == 400 and "Host" in closed.value.json()["error"]

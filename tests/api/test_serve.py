@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -221,3 +222,32 @@ def test_serve_over_https_sets_a_secure_cookie(settings: Settings, credentials: 
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_a_start_held_up_by_the_admission_lock_is_bounded_and_an_abandoned_one_starts_nothing(
+        server: str, credentials: Credentials, corral_session: Any) -> None:
+    """A stuck start elsewhere (the host's admission lock held) neither hangs the server nor, once the
+    client gave up, starts the guest later."""
+    from corral.adapters.files import locked
+    from corral.core.spec import GuestSpec
+
+    guest = f"ct-api-abandon-{os.getpid()}"
+    corral_session.guests.create(GuestSpec(guest, "tiny", memory_mib=128))
+    lock = corral_session.settings.data_dir / "locks" / "admission-local.lock"
+    try:
+        with locked(lock):
+            with pytest.raises(httpx.TimeoutException):
+                httpx.post(f"{server}/api/domains/{guest}/start", headers=credentials.bearer, timeout=1.5)
+            began = time.monotonic()
+            assert httpx.get(f"{server}/api/health", timeout=5).status_code == 200
+            assert time.monotonic() - began < 2
+            time.sleep(1.0)  # the server notices the client has gone while it still waits for the lock
+        time.sleep(3.0)  # lock free: the abandoned request must not start the guest now
+        assert corral_session.libvirt.state(guest) == "shut-off"
+        # A request that waits longer than the bound gets 503, saying why.
+        with locked(lock):
+            waited = httpx.post(f"{server}/api/domains/{guest}/start", headers=credentials.bearer, timeout=60)
+        assert waited.status_code == 503 and "admission lock" in waited.json()["error"]
+        assert corral_session.libvirt.state(guest) == "shut-off"
+    finally:
+        corral_session.guests.delete(guest)

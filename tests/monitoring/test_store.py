@@ -249,3 +249,48 @@ def test_sigkilled_writer_leaves_a_readable_store(tmp_path: Path) -> None:
         assert rows[-1]["time"] == newest and all(r["cpu_pct"] == 3.0 for r in rows)
         assert np.all(np.diff([r["time"] for r in rows]) == 1.0)  # no interval missing before the kill
         st.write([Sample(newest + 1, "g3", {"cpu_pct": 3.0})])  # and writable again
+
+
+def test_domains_are_keyed_by_host_and_a_guest_history_follows_it(tmp_path: Path) -> None:
+    with MetricStore(tmp_path / "m.db", bucket_s=60, raw_retention_s=600, rollup_retention_s=3600) as st:
+        st.write([Sample(T0 + 10, "Domain-0", {"cpu_pct": 10.0}, host="local"),
+                  Sample(T0 + 10, "Domain-0", {"cpu_pct": 90.0}, host="h2"),
+                  Sample(T0 + 10, "web", {"cpu_pct": 20.0}, host="local")])
+        # web migrates to h2 within the same bucket
+        st.write([Sample(T0 + 40, "web", {"cpu_pct": 40.0}, host="h2")])
+        assert [r["cpu_pct"] for r in st.query("Domain-0", T0, resolution="raw")] == [10.0]
+        assert [r["cpu_pct"] for r in st.query("Domain-0", T0, resolution="raw", host="h2")] == [90.0]
+        assert [r["cpu_pct"] for r in st.query("web", T0, resolution="raw")] == [20.0, 40.0]
+        assert [r["cpu_pct"] for r in st.query("web", T0, resolution="raw", host="h2")] == [40.0]
+        st.write([Sample(T0 + 130, "web", {"cpu_pct": 0.0}, host="h2")])  # completes the first bucket
+        bucket = st.query("web", T0, T0 + 59, resolution="rollup")[0]
+        assert bucket["samples"] == 2 and bucket["cpu_pct"] == pytest.approx(30.0)
+        assert (bucket["cpu_pct_min"], bucket["cpu_pct_max"]) == (20.0, 40.0)
+        assert st.domains() == ["Domain-0", "web"]
+        assert st.latest()["web"]["host"] == "h2" and st.latest()["Domain-0"]["cpu_pct"] == 10.0
+
+
+def test_a_version_1_store_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    cols = ", ".join(f"{m} REAL" for m in METRICS)
+    db.executescript(f"""
+        CREATE TABLE domains (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+        CREATE TABLE raw (domain_id INTEGER NOT NULL, time REAL NOT NULL, {cols},
+                          PRIMARY KEY (domain_id, time)) WITHOUT ROWID;
+        CREATE TABLE rollup (domain_id INTEGER NOT NULL, bucket REAL NOT NULL, samples INTEGER NOT NULL,
+                             {", ".join(f"{m}_min REAL, {m}_avg REAL, {m}_max REAL" for m in METRICS)},
+                             PRIMARY KEY (domain_id, bucket)) WITHOUT ROWID;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+        INSERT INTO domains VALUES (1, 'web');
+        INSERT INTO raw (domain_id, time, cpu_pct) VALUES (1, {T0 + 1}, 33.0);
+        PRAGMA user_version = 1;
+    """)
+    db.close()
+    with MetricStore(path, readonly=True) as ro:  # a reader of an old store still reads it
+        assert [r["cpu_pct"] for r in ro.query("web", T0, resolution="raw")] == [33.0]
+    with MetricStore(path) as st:
+        assert st.stats()["schema_version"] == SCHEMA_VERSION == 2
+        assert [r["cpu_pct"] for r in st.query("web", T0, resolution="raw", host="local")] == [33.0]
+        st.write([Sample(T0 + 2, "web", {"cpu_pct": 44.0})])
+        assert [r["cpu_pct"] for r in st.query("web", T0, resolution="raw")] == [33.0, 44.0]

@@ -16,7 +16,7 @@ import time
 import libvirt
 
 from corral.adapters.libvirt_host import raise_translated
-from corral.core.errors import BackendError, GuestTimeout
+from corral.core.errors import BackendError, Conflict, GuestTimeout
 
 _loop_lock = threading.Lock()
 _loop_started = False
@@ -39,9 +39,10 @@ def ensure_event_loop() -> None:
 
 
 class SerialConsole:
-    """Bytes in and out of a guest's first serial port. `force` takes it from another client."""
+    """Bytes in and out of a guest's first serial port. Refused while another client has it, unless
+    `force`, which takes it over (that client's stream ends)."""
 
-    def __init__(self, uri: str, name: str, *, force: bool = True) -> None:
+    def __init__(self, uri: str, name: str, *, force: bool = False) -> None:
         ensure_event_loop()
         try:
             self._conn = libvirt.open(uri)
@@ -50,6 +51,7 @@ class SerialConsole:
         self.name = name
         self.output: queue.Queue[bytes] = queue.Queue()
         self.closed = threading.Event()
+        self.ended_by_peer = False  # the stream ended from libvirt's side (guest stopped, or taken over)
         self._wake_r, self._wake_w = os.pipe()
         self._pending = bytearray()
         self._pending_lock = threading.Lock()
@@ -64,6 +66,9 @@ class SerialConsole:
         except libvirt.libvirtError as exc:
             self._cleanup_fds()
             self._conn.close()
+            if "active console session exists" in (exc.get_error_message() or "").lower():
+                raise Conflict(f"another session has the console of {name}; "
+                               "--force takes it over (that session ends)") from None
             raise_translated(exc, "open the console of", name)
         self._watch = libvirt.virEventAddHandle(self._wake_r, libvirt.VIR_EVENT_HANDLE_READABLE,
                                                 self._on_wake, None)
@@ -102,6 +107,7 @@ class SerialConsole:
     def _finish(self) -> None:
         if self.closed.is_set():
             return
+        self.ended_by_peer = True
         self.closed.set()
         self.output.put(b"")  # wakes a reader
         try:

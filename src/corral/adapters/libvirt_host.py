@@ -9,13 +9,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import libvirt
+import libvirt_qemu
 
 from corral.core.errors import BackendError, Conflict, NotFound
+
+if TYPE_CHECKING:
+    from corral.adapters.console import SerialConsole
 
 # libvirt prints every error to stderr by default; Corral reports them itself, once.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -31,6 +36,21 @@ STATE_NAMES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
 ACTIVE_STATES = {"running", "blocked", "paused", "shutting-down", "suspended", "no-state"}
+MONITOR_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+                 | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_VCPU
+                 | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
+# Why a guest is paused, when it is not because someone asked: shown beside the state.
+PAUSE_REASONS = {
+    libvirt.VIR_DOMAIN_PAUSED_IOERROR: "I/O error",
+    libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
+    libvirt.VIR_DOMAIN_PAUSED_MIGRATION: "migrating",
+    libvirt.VIR_DOMAIN_PAUSED_SAVE: "saving",
+    libvirt.VIR_DOMAIN_PAUSED_DUMP: "dumping",
+    libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT: "snapshot",
+    libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: "shutting down",
+    libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED: "post-copy migration failed",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,30 @@ class DomainRow:
     memory_mib: int
     cpu_time_ns: int
     persistent: bool
+    reason: str | None = None  # why it is paused (I/O error, …), when it is paused by something else
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A host as its own libvirt describes it (virNodeGetInfo, the capabilities, the host name)."""
+
+    hostname: str
+    arch: str
+    cpu_model: str
+    cores: int  # logical CPUs guests share
+    mhz: int
+    memory_mib: int
+    emulator: str  # the QEMU binary for x86_64 guests, from the capabilities
+
+
+@dataclass(frozen=True)
+class NodeCounters:
+    """Cumulative CPU time and memory of a host, from libvirt's node calls."""
+
+    cpu_busy_ns: int  # kernel + user over all CPUs
+    cpu_idle_ns: int
+    memory_total_kib: int
+    memory_available_kib: int  # free + buffers + cached
 
 
 @contextlib.contextmanager
@@ -70,12 +114,15 @@ def raise_translated(exc: libvirt.libvirtError, action: str, name: str | None) -
 
 
 class LibvirtHost:
-    """One libvirt connection, opened on first use."""
+    """One host's libvirt connection, opened on first use (and again after libvirtd restarts)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, name: str = "local") -> None:
         self.uri = uri
+        self.name = name
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._identity: tuple[int, int] | None = None
+        self._node: NodeInfo | None = None
 
     @property
     def conn(self) -> libvirt.virConnect:
@@ -110,6 +157,7 @@ class LibvirtHost:
             for dom in domains:
                 try:
                     state, max_kib, _mem_kib, vcpus, cpu_time = dom.info()
+                    reason = _pause_reason(dom) if state == libvirt.VIR_DOMAIN_PAUSED else None
                     rows.append(DomainRow(
                         name=dom.name(),
                         id=dom.ID() if dom.ID() >= 0 else None,
@@ -119,6 +167,7 @@ class LibvirtHost:
                         memory_mib=max_kib // 1024,
                         cpu_time_ns=cpu_time,
                         persistent=bool(dom.isPersistent()),
+                        reason=reason,
                     ))
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # vanished while listing
@@ -134,46 +183,163 @@ class LibvirtHost:
             raise_translated(exc, "look up", name)
         return True
 
-    def domain(self, name: str) -> libvirt.virDomain:
+    def _domain(self, name: str) -> libvirt.virDomain:
         with translated("look up", name):
             return self.conn.lookupByName(name)
 
+    def uuid_of(self, name: str) -> str | None:
+        """The UUID of the domain called `name`, or None when there is none."""
+        try:
+            return str(self.conn.lookupByName(name).UUIDString())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise_translated(exc, "look up", name)
+
     def state(self, name: str) -> str:
         with translated("read the state of", name):
-            state, _reason = self.domain(name).state()
+            state, _reason = self._domain(name).state()
         return STATE_NAMES.get(state, "unknown")
+
+    def pause_reason(self, name: str) -> str | None:
+        """Why a paused guest is paused when it was not asked to be (an I/O error, …); else None."""
+        with translated("read the state of", name):
+            dom = self._domain(name)
+            return _pause_reason(dom) if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED else None
 
     def xml(self, name: str, inactive: bool = False) -> str:
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         with translated("read the XML of", name):
-            return str(self.domain(name).XMLDesc(flags))
+            return str(self._domain(name).XMLDesc(flags))
 
-    def cpu_times(self) -> dict[str, int]:
-        """Total CPU time (ns) of every running domain, in one bulk call."""
-        with translated("read CPU times"):
-            stats = self.conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_CPU_TOTAL,
-                                                libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
-        return {dom.name(): int(values.get("cpu.time", 0)) for dom, values in stats}
+    def autostart(self, name: str) -> bool:
+        with translated("read autostart of", name):
+            return bool(self._domain(name).autostart())
 
-    def capabilities_has_kvm(self) -> bool:
-        with translated("read domain capabilities"):
+    def node_info(self) -> NodeInfo:
+        if self._node is None:
+            with translated("read the host's facts"):
+                model, memory_mib, cpus, mhz, *_ = self.conn.getInfo()
+                caps = ET.fromstring(self.conn.getCapabilities())
+                hostname = str(self.conn.getHostname())
+            emulator = ""
+            for guest in caps.iterfind("guest"):
+                arch = guest.find("arch")
+                if arch is not None and arch.get("name") == "x86_64":
+                    emulator = arch.findtext("emulator") or ""
+            model_name = caps.findtext("host/cpu/model") or model
+            self._node = NodeInfo(hostname, str(model), model_name, int(cpus), int(mhz), int(memory_mib),
+                                  emulator or "/usr/bin/qemu-system-x86_64")
+        return self._node
+
+    def node_counters(self) -> NodeCounters:
+        with translated("read the host's CPU and memory counters"):
+            cpu = self.conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS)
+            try:
+                mem = self.conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
+            except libvirt.libvirtError:  # drivers without it (the test driver): total and free only
+                mem = {"total": self.node_info().memory_mib * 1024, "free": self.conn.getFreeMemory() // 1024}
+        busy = int(cpu.get("kernel", 0)) + int(cpu.get("user", 0))
+        available = int(mem.get("free", 0)) + int(mem.get("buffers", 0)) + int(mem.get("cached", 0))
+        return NodeCounters(busy, int(cpu.get("idle", 0)) + int(cpu.get("iowait", 0)), int(mem.get("total", 0)),
+                            available)
+
+    def kvm_offered(self) -> bool:
+        """libvirt on this host offers KVM domains (it has /dev/kvm; whether KVM works is another matter)."""
+        try:
             caps = self.conn.getDomainCapabilities(None, "x86_64", None, "kvm", 0)
+        except libvirt.libvirtError:
+            return False
         return "<domain>kvm</domain>" in caps
+
+    def qemu_identity(self) -> tuple[int, int]:
+        """The uid and gid QEMU runs as on this host (the DAC base label in libvirt's capabilities), so
+        Corral can give the files it makes for a guest to that user itself."""
+        if self._identity is None:
+            with translated("read the host's capabilities"):
+                caps = ET.fromstring(self.conn.getCapabilities())
+            identity = (0, 0)
+            for model in caps.iterfind("host/secmodel"):
+                if model.findtext("model") != "dac":
+                    continue
+                for label in model.iterfind("baselabel"):
+                    user, _, group = (label.text or "").partition(":")
+                    with contextlib.suppress(ValueError):
+                        identity = (int(user.lstrip("+")), int(group.lstrip("+")))
+                        break
+            self._identity = identity
+        return self._identity
+
+    def agent_ping(self, name: str) -> bool:
+        """True when the guest's QEMU guest agent answers within a second."""
+        try:
+            libvirt_qemu.qemuAgentCommand(self._domain(name), '{"execute":"guest-ping"}', 1, 0)
+        except (libvirt.libvirtError, NotFound):
+            return False
+        return True
+
+    def all_stats(self) -> list[tuple[str, int, dict[str, object]]]:
+        """(name, libvirt ID, stats) of every running domain, in one bulk call: state, CPU, balloon,
+        vCPUs, NICs and disks (libvirt's bulk-stats keys, which monitoring/rates.py reads)."""
+        with translated("read domain statistics"):
+            stats = self.conn.getAllDomainStats(MONITOR_STATS, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+        return [(dom.name(), dom.ID(), values) for dom, values in stats]
 
     # --- acting --------------------------------------------------------------------------
     def define(self, xml: str) -> None:
         with translated("define"):
             self.conn.defineXML(xml)
 
-    def act(self, name: str, action: str, call: Callable[[libvirt.virDomain], Any]) -> Any:
-        with translated(action, name):
-            return call(self.domain(name))
+    def start(self, name: str) -> None:
+        with translated("start", name):
+            self._domain(name).create()
+
+    def destroy(self, name: str) -> None:
+        """Power off at once."""
+        with translated("power off", name):
+            self._domain(name).destroy()
+
+    def shutdown(self, name: str) -> None:
+        """The ACPI power button."""
+        with translated("shut down", name):
+            self._domain(name).shutdown()
+
+    def reboot(self, name: str) -> None:
+        with translated("reboot", name):
+            self._domain(name).reboot(0)
+
+    def suspend(self, name: str) -> None:
+        with translated("pause", name):
+            self._domain(name).suspend()
+
+    def resume(self, name: str) -> None:
+        with translated("resume", name):
+            self._domain(name).resume()
+
+    def snapshot_create(self, name: str, xml: str) -> None:
+        with translated("snapshot", name):
+            self._domain(name).snapshotCreateXML(xml, 0)
+
+    def snapshots(self, name: str) -> list[tuple[str, str, bool]]:
+        """(name, XML, is current) of each snapshot of a domain."""
+        with translated("list snapshots of", name):
+            return [(snap.getName(), snap.getXMLDesc(0), bool(snap.isCurrent(0)))
+                    for snap in self._domain(name).listAllSnapshots(0)]
+
+    def snapshot_revert(self, name: str, snapshot: str) -> None:
+        with translated(f"revert to snapshot {snapshot} of", name):
+            dom = self._domain(name)
+            dom.revertToSnapshot(dom.snapshotLookupByName(snapshot, 0), 0)
+
+    def snapshot_delete(self, name: str, snapshot: str) -> None:
+        with translated(f"delete snapshot {snapshot} of", name):
+            self._domain(name).snapshotLookupByName(snapshot, 0).delete(0)
 
     def undefine(self, name: str) -> None:
         flags = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
         with translated("undefine", name):
-            self.domain(name).undefineFlags(flags)
+            self._domain(name).undefineFlags(flags)
 
     def ensure_network(self, name: str, xml: str) -> None:
         """Define the network from `xml` when it does not exist, and start it when it is down."""
@@ -188,6 +354,12 @@ class LibvirtHost:
             if not network.isActive():
                 network.create()
 
+    def open_console(self, name: str, *, force: bool = False) -> SerialConsole:
+        """A guest's serial console over a stream of its own connection (see adapters/console.py)."""
+        from corral.adapters.console import SerialConsole  # its event loop only when a console opens
+
+        return SerialConsole(self.uri, name, force=force)
+
     def wait_state(self, name: str, states: set[str], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -196,3 +368,10 @@ class LibvirtHost:
             time.sleep(0.1)
         return False
 
+
+def _pause_reason(dom: libvirt.virDomain) -> str | None:
+    try:
+        state, reason = dom.state()
+    except libvirt.libvirtError:
+        return None
+    return PAUSE_REASONS.get(reason) if state == libvirt.VIR_DOMAIN_PAUSED else None

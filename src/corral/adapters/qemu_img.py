@@ -51,3 +51,28 @@ def copy_keeping_backing(source: Path, dest: Path) -> None:
         _run(["convert", "-q", "-O", "qcow2", "-B", str(backing), "-F", backing_format, str(source), str(dest)])
     else:
         _run(["convert", "-q", "-O", "qcow2", str(source), str(dest)])
+
+
+QCOW2_MAGIC = b"QFI\xfb"
+QCOW2_EXTERNAL_DATA_FILE = 1 << 2  # incompatible feature bit
+
+
+def qcow2_references(path: Path) -> tuple[str | None, bool]:
+    """(backing file name, has an external data file) from a qcow2 header; (None, False) for any
+    other file. Read straight from the header: cheap enough to check at every start."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(104)
+            if head[:4] != QCOW2_MAGIC or len(head) < 20:
+                return None, False
+            version = int.from_bytes(head[4:8], "big")
+            offset, size = int.from_bytes(head[8:16], "big"), int.from_bytes(head[16:20], "big")
+            backing = None
+            if offset and size:
+                handle.seek(offset)
+                backing = handle.read(min(size, 4096)).decode(errors="replace") or "?"
+            data_file = version >= 3 and len(head) >= 80 \
+                and bool(int.from_bytes(head[72:80], "big") & QCOW2_EXTERNAL_DATA_FILE)
+            return backing, data_file
+    except OSError as exc:
+        raise InvalidInput(f"{path} cannot be read: {exc.strerror}") from None

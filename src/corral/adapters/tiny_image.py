@@ -5,7 +5,13 @@ with ``dpkg-deb -x`` into a cache, never installed on the host) plus a small
 initramfs: static busybox, the virtio/ACPI modules, an ``/init`` script and the
 ``corral-load`` workload generator (compiled here with ``gcc -static``).
 
-Kernel command-line contract (see :meth:`TinyImage.load_cmdline`)::
+This module is the image's edge: apt, dpkg-deb, gcc, busybox, the zstd command,
+files, locks and the cache.  The byte-level parts (vmlinux extraction, ``.modinfo``,
+the cpio writer) and the guest's contract (kernel command line, readiness line)
+are pure, in :mod:`corral.core.bootimage`, and re-exported here.  Every failure
+is an :class:`ImageBuildError`.
+
+Kernel command-line contract (see :func:`corral.core.bootimage.load_cmdline`)::
 
     <base_cmdline> corral.name=NAME corral.cpu=PCT corral.disk=KBPS corral.net=KBPS
 
@@ -27,34 +33,44 @@ blocks in the first 32 MiB of /dev/vda, so the disk content is unchanged.
 
 from __future__ import annotations
 
-import bz2
 import contextlib
-import fcntl
 import gzip
 import hashlib
-import io
 import json
-import lzma
 import os
 import re
 import shutil
-import struct
 import subprocess
 import tempfile
 import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from corral.core.domxml import tiny_cmdline
-from corral.core.errors import BackendError
-from corral.core.spec import LoadSpec
+from corral.adapters.files import locked
+from corral.core import bootimage
+from corral.core.bootimage import (
+    BASE_CMDLINE,
+    MAX_LOAD_RATE,
+    READY_PREFIX,
+    READY_RE,
+    Cpio,
+    Decompressor,
+    decompress_module,
+    extract_vmlinux,
+    is_static_elf,
+    load_cmdline,
+    module_depends,
+    module_name,
+    parse_ready_line,
+)
+from corral.core.errors import BackendError, InvalidInput
 
 __all__ = [
     "BASE_CMDLINE",
+    "MAX_LOAD_RATE",
     "READY_PREFIX",
     "READY_RE",
     "ImageBuildError",
@@ -70,14 +86,6 @@ Progress = Callable[[str, float], None]
 #: Bump when the image layout or the build recipe changes: forces a rebuild.
 FORMAT_VERSION = 1
 
-#: Base kernel command line for machine ``pc`` (libvirt or plain QEMU).
-BASE_CMDLINE = "console=ttyS0,115200 panic=-1 quiet"
-
-READY_PREFIX = "CORRAL-READY"
-#: Matches a complete readiness line only (the line end is required, so a line
-#: still arriving on the console does not match with a truncated address).
-READY_RE = re.compile(r"CORRAL-READY name=(?P<name>[A-Za-z0-9-]+) ip=(?P<ip>[0-9.]+|none)\r?\n")
-
 KERNEL_PACKAGE_RE = re.compile(r"^linux-image-6\.1\.0-(\d+)-amd64$")
 
 #: Modules wanted in the initramfs; their dependencies are added automatically.
@@ -92,44 +100,12 @@ WANTED_MODULES = (
     "evdev",
 )
 
-MAX_LOAD_RATE = 10 * 1024 * 1024  # KiB/s, same bound as corral-load.c
-_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-
 MANIFEST = "manifest.json"
 INITRD = "initrd.img"
 
 
 class ImageBuildError(BackendError):
     """The tiny image could not be built; the message says why, on one line."""
-
-
-def load_cmdline(base_cmdline: str, name: str, cpu_pct: int = 0, disk_kbps: int = 0, net_kbps: int = 0) -> str:
-    """Full kernel command line for a tiny guest called *name* running the given load.
-
-    ``cpu_pct`` is 0..100 % of every vCPU, ``disk_kbps`` KiB/s of raw I/O on
-    /dev/vda (reads and writes together), ``net_kbps`` KiB/s of UDP payload sent
-    to 10.0.2.2:9.  0 turns a load off.  Raises ``ValueError`` on bad input.
-    """
-    if not _NAME_RE.match(name):
-        raise ValueError(f"bad guest name {name!r}: use letters, digits and '-' (at most 63)")
-    for what, value, top in (
-        ("cpu_pct", cpu_pct, 100),
-        ("disk_kbps", disk_kbps, MAX_LOAD_RATE),
-        ("net_kbps", net_kbps, MAX_LOAD_RATE),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-            raise ValueError(f"{what} must be an integer in 0..{top}, got {value!r}")
-    # One formatter of the contract: the same one that writes guests' domain XML.
-    return tiny_cmdline(base_cmdline, name, LoadSpec(cpu_pct, disk_kbps, net_kbps))
-
-
-def parse_ready_line(text: str) -> tuple[str, str | None] | None:
-    """Find the readiness line in console output: ``(name, ip or None)``, or None."""
-    m = READY_RE.search(text)
-    if m is None:
-        return None
-    ip = m.group("ip")
-    return m.group("name"), (None if ip == "none" else ip)
 
 
 @dataclass(frozen=True)
@@ -167,17 +143,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _data_files() -> dict[str, bytes]:
@@ -278,147 +243,40 @@ def _kernel_version(tree: Path) -> str:
     return versions[0]
 
 
-# --------------------------------------------------------------------------- vmlinux extraction
-
-_MAGICS: tuple[tuple[bytes, str], ...] = (
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-    (b"\x1f\x8b\x08", "gzip"),
-    (b"\x5d\x00\x00", "lzma"),
-    (b"BZh", "bzip2"),
-)
-
-
-def _decompress(data: bytes, kind: str) -> bytes:
-    if kind == "xz":
-        return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(data)
-    if kind == "lzma":
-        return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(data)
-    if kind == "gzip":
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
-    if kind == "bzip2":
-        return bz2.BZ2Decompressor().decompress(data)
-    if kind == "zstd":
-        if shutil.which("zstd") is None:
-            raise ValueError("zstd payload and no zstd command")
-        return subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=True, timeout=120).stdout
-    raise ValueError(f"unsupported compression {kind}")
-
-
-def _has_pvh_note(elf: bytes) -> bool:
-    """True for an x86-64 ELF with a Xen PHYS32_ENTRY (PVH) note."""
-    if len(elf) < 64 or elf[:4] != b"\x7fELF" or elf[4] != 2 or elf[5] != 1:
-        return False
-    (e_machine,) = struct.unpack_from("<H", elf, 18)
-    if e_machine != 0x3E:
-        return False
-    (e_phoff,) = struct.unpack_from("<Q", elf, 32)
-    e_phentsize, e_phnum = struct.unpack_from("<HH", elf, 54)
-    for i in range(e_phnum):
-        off = e_phoff + i * e_phentsize
-        p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from("<IIQQQQ", elf, off)
-        if p_type != 4:  # PT_NOTE
-            continue
-        pos, end = p_offset, p_offset + p_filesz
-        while pos + 12 <= end:
-            namesz, descsz, ntype = struct.unpack_from("<III", elf, pos)
-            name = elf[pos + 12 : pos + 12 + namesz].rstrip(b"\0")
-            if name == b"Xen" and ntype == 18:  # XEN_ELFNOTE_PHYS32_ENTRY
-                return True
-            pos += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
-    return False
-
-
-def extract_vmlinux(bzimage: bytes) -> bytes | None:
-    """The uncompressed, PVH-bootable ELF inside an x86 bzImage, or None."""
-    candidates: list[int] = []
-    if len(bzimage) > 0x250 and bzimage[0x202:0x206] == b"HdrS":
-        (version,) = struct.unpack_from("<H", bzimage, 0x206)
-        if version >= 0x208:
-            setup_sects = bzimage[0x1F1] or 4
-            payload_offset, _payload_length = struct.unpack_from("<II", bzimage, 0x248)
-            candidates.append((setup_sects + 1) * 512 + payload_offset)
-    for magic, _kind in _MAGICS:
-        start = 0
-        while (pos := bzimage.find(magic, start)) >= 0 and len(candidates) < 64:
-            candidates.append(pos)
-            start = pos + 1
-    seen: set[int] = set()
-    for pos in candidates:
-        if pos in seen:
-            continue
-        seen.add(pos)
-        for magic, kind in _MAGICS:
-            if not bzimage.startswith(magic, pos):
-                continue
-            try:
-                out = _decompress(bzimage[pos:], kind)
-            except (lzma.LZMAError, zlib.error, OSError, ValueError, EOFError, subprocess.SubprocessError):
-                continue
-            if _has_pvh_note(out):
-                return out
-    return None
-
-
 # --------------------------------------------------------------------------- modules
 
 
-def _module_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".ko.xz", ".ko.gz", ".ko.zst", ".ko"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)].replace("-", "_")
-    return name
+def _zstd(data: bytes) -> bytes:
+    """Decompress a zstd stream with the ``zstd`` command (the standard library has no zstd)."""
+    try:
+        proc = subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=False, timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise InvalidInput(f"zstd could not run: {exc}") from exc
+    if proc.returncode != 0:
+        raise InvalidInput(f"zstd: {proc.stderr.decode(errors='replace').strip() or 'not a zstd stream'}")
+    return proc.stdout
+
+
+def _zstd_if_installed() -> Decompressor | None:
+    return _zstd if shutil.which("zstd") is not None else None
 
 
 def _read_module(path: Path) -> bytes:
-    data = path.read_bytes()
     try:
-        if path.name.endswith(".xz"):
-            return lzma.decompress(data)
-        if path.name.endswith(".gz"):
-            return gzip.decompress(data)
-        if path.name.endswith(".zst"):
-            return _decompress(data, "zstd")
-    except (lzma.LZMAError, OSError, ValueError, subprocess.SubprocessError) as exc:
-        raise ImageBuildError(f"cannot decompress module {path.name}: {exc}") from exc
-    return data
-
-
-def _modinfo(ko: bytes) -> dict[str, list[str]]:
-    """Key/values of the ``.modinfo`` section of an x86-64 kernel module."""
-    if ko[:4] != b"\x7fELF" or ko[4] != 2:
-        raise ValueError("not a 64-bit ELF")
-    (e_shoff,) = struct.unpack_from("<Q", ko, 40)
-    e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHH", ko, 58)
-
-    def section(i: int) -> tuple[int, int, int]:
-        sh_name, _t, _f, _a, sh_offset, sh_size = struct.unpack_from("<IIQQQQ", ko, e_shoff + i * e_shentsize)
-        return sh_name, sh_offset, sh_size
-
-    _, str_off, str_size = section(e_shstrndx)
-    names = ko[str_off : str_off + str_size]
-    info: dict[str, list[str]] = {}
-    for i in range(e_shnum):
-        sh_name, off, size = section(i)
-        if names[sh_name : names.index(b"\0", sh_name)] != b".modinfo":
-            continue
-        for entry in ko[off : off + size].split(b"\0"):
-            key, sep, value = entry.decode("utf-8", "replace").partition("=")
-            if sep:
-                info.setdefault(key, []).append(value)
-    return info
+        return decompress_module(path.name, path.read_bytes(), _zstd_if_installed())
+    except InvalidInput as exc:
+        raise ImageBuildError(exc.message) from exc
 
 
 def _resolve_modules(moddir: Path, wanted: tuple[str, ...]) -> list[tuple[str, bytes]]:
     """Wanted modules plus their dependencies, in load (dependency) order."""
     index: dict[str, Path] = {}
     for p in (moddir / "kernel").rglob("*.ko*"):
-        index.setdefault(_module_name(p), p)
+        index.setdefault(module_name(p.name), p)
     builtin: set[str] = set()
     builtin_file = moddir / "modules.builtin"
     if builtin_file.is_file():
-        builtin = {_module_name(Path(line.strip())) for line in builtin_file.read_text().splitlines()}
+        builtin = {module_name(line.strip()) for line in builtin_file.read_text().splitlines()}
 
     order: list[tuple[str, bytes]] = []
     done: set[str] = set()
@@ -435,12 +293,11 @@ def _resolve_modules(moddir: Path, wanted: tuple[str, ...]) -> list[tuple[str, b
         visiting.add(name)
         data = _read_module(path)
         try:
-            info = _modinfo(data)
-        except (ValueError, struct.error) as exc:
-            raise ImageBuildError(f"cannot read .modinfo of {path.name}: {exc}") from exc
-        for deps in info.get("depends", []):
-            for dep in filter(None, deps.split(",")):
-                visit(dep.replace("-", "_"))
+            depends = module_depends(data)
+        except InvalidInput as exc:
+            raise ImageBuildError(f"cannot read .modinfo of {path.name}: {exc.message}") from exc
+        for dep in depends:
+            visit(dep)
         visiting.discard(name)
         done.add(name)
         order.append((name, data))
@@ -453,22 +310,13 @@ def _resolve_modules(moddir: Path, wanted: tuple[str, ...]) -> list[tuple[str, b
 # --------------------------------------------------------------------------- busybox, corral-load
 
 
-def _is_static_elf(data: bytes) -> bool:
-    if data[:4] != b"\x7fELF" or data[4] != 2:
-        return False
-    (e_phoff,) = struct.unpack_from("<Q", data, 32)
-    e_phentsize, e_phnum = struct.unpack_from("<HH", data, 54)
-    types = {struct.unpack_from("<I", data, e_phoff + i * e_phentsize)[0] for i in range(e_phnum)}
-    return 3 not in types  # no PT_INTERP
-
-
 def _find_busybox() -> Path:
     for cand in ("/bin/busybox", "/usr/bin/busybox", shutil.which("busybox")):
         if cand and Path(cand).is_file():
             path = Path(cand).resolve()
             with path.open("rb") as f:
                 head = f.read(1 << 16)
-            if _is_static_elf(head):
+            if is_static_elf(head):
                 return path
     raise ImageBuildError("no statically linked busybox found; install busybox-static")
 
@@ -493,74 +341,8 @@ def _compile_load(source: bytes, workdir: Path) -> bytes:
     return out.read_bytes()
 
 
-# --------------------------------------------------------------------------- cpio (newc)
-
-
-class _Cpio:
-    """Minimal writer of a newc ("070701") cpio archive, all files owned by root."""
-
-    def __init__(self) -> None:
-        self._buf = io.BytesIO()
-        self._ino = 1
-        self._mtime = int(time.time())
-        self._dirs: set[str] = set()
-
-    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
-        nlink = 2 if (mode & 0o170000) == 0o040000 else 1
-        encoded = name.encode() + b"\0"
-        fields = (
-            self._ino,
-            mode,
-            0,
-            0,
-            nlink,
-            self._mtime,
-            len(data),
-            0,
-            0,
-            rdev[0],
-            rdev[1],
-            len(encoded),
-            0,
-        )
-        self._ino += 1
-        header = b"070701" + b"".join(b"%08X" % f for f in fields)
-        self._buf.write(header + encoded)
-        self._buf.write(b"\0" * (-(len(header) + len(encoded)) % 4))
-        self._buf.write(data)
-        self._buf.write(b"\0" * (-len(data) % 4))
-
-    def dir(self, name: str, mode: int = 0o755) -> None:
-        parts = name.strip("/").split("/")
-        for i in range(1, len(parts) + 1):
-            d = "/".join(parts[:i])
-            if d not in self._dirs:
-                self._dirs.add(d)
-                self._entry(d, 0o040000 | (mode if i == len(parts) else 0o755))
-
-    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        name = name.strip("/")
-        if "/" in name:
-            self.dir(name.rsplit("/", 1)[0])
-        self._entry(name, 0o100000 | mode, data)
-
-    def symlink(self, name: str, target: str) -> None:
-        name = name.strip("/")
-        if "/" in name:
-            self.dir(name.rsplit("/", 1)[0])
-        self._entry(name, 0o120777, target.encode())
-
-    def chardev(self, name: str, major: int, minor: int, mode: int = 0o600) -> None:
-        self._entry(name.strip("/"), 0o020000 | mode, rdev=(major, minor))
-
-    def finish(self) -> bytes:
-        self._entry("TRAILER!!!", 0)
-        data = self._buf.getvalue()
-        return data + b"\0" * (-len(data) % 512)
-
-
 def _make_initramfs(data: dict[str, bytes], busybox: Path, modules: list[tuple[str, bytes]], load_bin: bytes) -> bytes:
-    cpio = _Cpio()
+    cpio = Cpio(mtime=int(time.time()))
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "run", "root", "etc", "lib/modules", "var/log"):
         cpio.dir(d)
     cpio.dir("dev")
@@ -594,8 +376,9 @@ def _make_initramfs(data: dict[str, bytes], busybox: Path, modules: list[tuple[s
 def _fingerprint(data: dict[str, bytes], busybox: Path) -> str:
     h = hashlib.sha256(f"format={FORMAT_VERSION};cmdline={BASE_CMDLINE};".encode())
     h.update(repr(WANTED_MODULES).encode())
-    with contextlib.suppress(OSError):  # the recipe itself: any change rebuilds
-        h.update(hashlib.sha256(Path(__file__).read_bytes()).digest())
+    for recipe in (Path(__file__), Path(bootimage.__file__)):  # the recipe itself: any change rebuilds
+        with contextlib.suppress(OSError):
+            h.update(hashlib.sha256(recipe.read_bytes()).digest())
     for name in sorted(data):
         h.update(name.encode() + b"\0" + hashlib.sha256(data[name]).digest())
     h.update(_sha256(busybox).encode())
@@ -636,7 +419,16 @@ def build_tiny_image(
     report: Progress = progress or (lambda _step, _frac: None)
     dest = Path(dest).absolute()
     cache = Path(cache).absolute() if cache is not None else dest.parent / "cache"
+    try:
+        return _build_or_reuse(dest, cache, report, force)
+    except InvalidInput as exc:  # the pure core refused something it was given: a build failure here
+        raise ImageBuildError(exc.message) from exc
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise ImageBuildError(f"cannot build the tiny image: {where}{exc.strerror or exc}") from exc
 
+
+def _build_or_reuse(dest: Path, cache: Path, report: Progress, force: bool) -> TinyImage:
     data = _data_files()
     busybox = _find_busybox()
     fingerprint = _fingerprint(data, busybox)
@@ -654,7 +446,7 @@ def build_tiny_image(
     if dest.is_symlink() or (dest.exists() and not _replaceable(dest)):
         raise ImageBuildError(f"{dest} exists and is not a tiny image; refusing to replace it")
 
-    with _locked(dest.parent / f".{dest.name}.lock"):
+    with locked(dest.parent / f".{dest.name}.lock"):
         # Another process may have built it while we waited for the lock.
         if not force and (image := _load_existing(dest, fingerprint)) is not None:
             report("done", 1.0)
@@ -673,7 +465,7 @@ def _replaceable(dest: Path) -> bool:
 def _build(
     dest: Path, cache: Path, data: dict[str, bytes], busybox: Path, fingerprint: str, report: Progress
 ) -> TinyImage:
-    with _locked(cache / "tiny-image.lock"):
+    with locked(cache / "tiny-image.lock"):
         for stale in [*cache.glob("debs/.dl-*"), *cache.glob("unpacked/.unpack-*")]:
             shutil.rmtree(stale, ignore_errors=True)
         tree = _fetch_kernel_tree(cache, report)
@@ -687,7 +479,7 @@ def _build(
     try:
         report("extract vmlinux", 0.4)
         bz = bzimage_path.read_bytes()
-        vmlinux = extract_vmlinux(bz)
+        vmlinux = extract_vmlinux(bz, _zstd_if_installed())
         if vmlinux is not None:
             kernel_name, kernel_format, kernel_bytes = "vmlinux", "elf-pvh", vmlinux
         else:

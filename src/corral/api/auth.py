@@ -6,32 +6,39 @@ one-time console tickets, and the ASGI middleware that puts every non-public pat
   (POST/PUT/PATCH/DELETE) with that cookie must carry `X-CSRF-Token` equal to the session's token.
 - A script sends `Authorization: Bearer <token>` (from `corral user token`): no cookie, no CSRF.
 - `/metrics` takes only a bearer token.
+- Failed logins are throttled per client address and user name (see throttle.py), and at most
+  KDF_SLOTS password checks (scrypt, 32 MiB each) run at once; the others wait up to KDF_WAIT_S.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, NoReturn
 
+import anyio.to_thread
 from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from corral.api.errors import refuse
+from corral.api.throttle import Attempt, LoginThrottle, TooManyAttempts
 from corral.services.users import UserStore
+
+log = logging.getLogger("corral.api")
 
 SESSION_COOKIE = "corral_session"
 CSRF_HEADER = "x-csrf-token"
 SESSION_IDLE_S = 3600.0
 SESSION_MAX_S = 12 * 3600.0
 TICKET_TTL_S = 30.0
-LOGIN_FAILURES = 5
-LOGIN_WINDOW_S = 60.0
+KDF_SLOTS = 2  # password checks at once: scrypt takes 32 MiB and ~0.1 s of a core each
+KDF_WAIT_S = 10.0  # how long a login waits for a slot before it gets 503
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PUBLIC_PATHS = frozenset({"/", "/api/health", "/api/login", "/api/docs", "/api/docs/oauth2-redirect",
                           "/api/openapi.json"})
@@ -68,53 +75,80 @@ class _Ticket:
     expires: float
 
 
-class TooManyAttempts(Exception):
-    def __init__(self, retry_after_s: float) -> None:
-        super().__init__("too many failed logins")
-        self.retry_after_s = retry_after_s
+class LoginBusy(Exception):
+    """Every password-check slot stayed taken for KDF_WAIT_S: try again shortly."""
 
-
-@dataclass
-class _Failures:
-    times: deque[float] = field(default_factory=deque)
+    retry_after_s = 2.0
 
 
 class Authenticator:
     """In-memory sessions, rate limiter and tickets over the users file. Thread-safe."""
 
     def __init__(self, users: UserStore, *, clock: Callable[[], float] = time.monotonic,
-                 session_idle_s: float = SESSION_IDLE_S, session_max_s: float = SESSION_MAX_S) -> None:
+                 session_idle_s: float = SESSION_IDLE_S, session_max_s: float = SESSION_MAX_S,
+                 kdf_slots: int = KDF_SLOTS, kdf_wait_s: float = KDF_WAIT_S) -> None:
         self.users = users
         self.clock = clock
         self.session_idle_s = session_idle_s
         self.session_max_s = session_max_s
+        self.throttle = LoginThrottle(clock)
+        self.kdf_wait_s = kdf_wait_s
+        self._kdf = threading.BoundedSemaphore(kdf_slots)
         self._sessions: dict[str, Session] = {}
-        self._failures: dict[str, _Failures] = {}
         self._tickets: dict[str, _Ticket] = {}
         self._lock = threading.Lock()
 
     # --- login ----------------------------------------------------------------------------------
-    def login(self, user: str, password: str) -> Session | None:
-        """A new session when the password is right; None when not. TooManyAttempts when rate limited.
+    async def login_async(self, user: str, password: str, address: str) -> Session | None:
+        """A new session when the password is right; None when not. TooManyAttempts when throttled,
+        LoginBusy when no password-check slot came free in time. Waiting takes no worker thread."""
+        attempt = self._begin(user, address)
+        deadline = time.monotonic() + self.kdf_wait_s
+        pause = 0.005
+        while not self._kdf.acquire(blocking=False):
+            if time.monotonic() >= deadline:
+                self._busy(attempt, user)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 0.05)
+        try:
+            right = await anyio.to_thread.run_sync(self.users.authenticate, user, password)
+        finally:
+            self._kdf.release()
+        return self._conclude(attempt, user, right)
 
-        An attempt counts as a failure from the moment it begins (and is forgiven when it succeeds), so
-        concurrent guesses cannot slip past the limit while their passwords are being checked.
-        """
-        key = user.lower()
-        now = self.clock()
-        with self._lock:
-            self._prune_failures(now)
-            failures = self._failures.setdefault(key, _Failures())
-            while failures.times and failures.times[0] <= now - LOGIN_WINDOW_S:
-                failures.times.popleft()
-            if len(failures.times) >= LOGIN_FAILURES:
-                raise TooManyAttempts(failures.times[0] + LOGIN_WINDOW_S - now)
-            failures.times.append(now)
-        if not self.users.authenticate(user, password):
+    def login(self, user: str, password: str, address: str = "local") -> Session | None:
+        """`login_async` for callers in threads (the password check runs in the calling thread)."""
+        attempt = self._begin(user, address)
+        if not self._kdf.acquire(timeout=self.kdf_wait_s):
+            self._busy(attempt, user)
+        try:
+            right = self.users.authenticate(user, password)
+        finally:
+            self._kdf.release()
+        return self._conclude(attempt, user, right)
+
+    def _begin(self, user: str, address: str) -> Attempt:
+        try:
+            return self.throttle.begin(user, address)
+        except TooManyAttempts as exc:
+            log.warning("login refused: user %r from %s: too many failed logins %s, retry in %d s", user,
+                        address, "from this address" if exc.scope == "address" else "of this name from this address",
+                        exc.retry_after)
+            raise
+
+    def _busy(self, attempt: Attempt, user: str) -> NoReturn:
+        self.throttle.withdraw(attempt)
+        log.warning("login refused: user %r from %s: too many logins at once", user, attempt.address)
+        raise LoginBusy()
+
+    def _conclude(self, attempt: Attempt, user: str, right: bool) -> Session | None:
+        if not right:
+            log.warning("login failed: user %r from %s: wrong user name or password", user, attempt.address)
             return None
+        self.throttle.succeeded(attempt)
+        now = self.clock()
         session = Session(secrets.token_urlsafe(32), user, secrets.token_urlsafe(32), now, now)
         with self._lock:
-            self._failures.pop(key, None)
             self._prune_sessions(now)
             self._sessions[session.key] = session
         return session
@@ -123,11 +157,6 @@ class Authenticator:
         with self._lock:
             self._sessions.pop(session_key, None)
             self._tickets = {t: v for t, v in self._tickets.items() if v.principal_key != session_key}
-
-    def _prune_failures(self, now: float) -> None:
-        if len(self._failures) > 10_000:  # many names tried: forget the ones whose window is over
-            self._failures = {k: v for k, v in self._failures.items()
-                              if v.times and v.times[-1] > now - LOGIN_WINDOW_S}
 
     def _prune_sessions(self, now: float) -> None:
         self._sessions = {k: s for k, s in self._sessions.items() if not self._expired(s, now)}
@@ -231,11 +260,8 @@ class AuthMiddleware:
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 4000 + status, "reason": message})
-            return
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        await JSONResponse({"error": message}, status_code=status, headers=headers)(scope, receive, send)
+        await refuse(scope, receive, send, status, message, headers)
 
 
 def _same_origin(conn: HTTPConnection) -> bool:

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from corral.core.errors import CorralError, InvalidInput
+from corral.core.errors import BackendError, CorralError, InvalidInput
 from corral.core.spec import spec_from_mapping, spec_from_toml
 from corral.services.context import Corral, open_corral
 
@@ -94,20 +94,29 @@ def host(as_json: JsonOpt = False) -> None:
 
 
 @app.command("list")
-def list_domains(as_json: JsonOpt = False) -> None:
-    """Domain-0 (the host) and every guest, running or not, like `xl list`."""
-    rows = corral().guests.listing()
+def list_domains(as_json: JsonOpt = False,
+                 host: Annotated[str | None, typer.Option("--host", help="Only this host's domains.")] = None
+                 ) -> None:
+    """Domain-0 (each host) and every guest, running or not, like `xl list`."""
+    c = corral()
+    rows = c.guests.listing(host=host)
     if as_json:
         emit_json([r.as_dict() for r in rows])
         return
+    several = len(c.hosts) > 1
     table = Table(box=None, header_style="bold")
-    for column in ("Name", "ID", "State", "VCPUs", "Mem (MiB)", "CPU %", "Time (s)"):
-        table.add_column(column, justify="left" if column in ("Name", "State") else "right")
+    columns = ("Host", "Name", "ID", "State", "VCPUs", "Mem (MiB)", "CPU %", "Time (s)")
+    for column in columns[0 if several else 1:]:
+        table.add_column(column, justify="left" if column in ("Host", "Name", "State") else "right")
     for r in rows:
-        style = {"running": "green", "paused": "yellow", "shut-off": "dim"}.get(r.state, "")
-        table.add_row(r.name, "-" if r.id is None else str(r.id), f"[{style}]{r.state}[/{style}]"
-                      if style else r.state, str(r.vcpus), str(r.memory_mib),
-                      "-" if r.cpu_pct is None else f"{r.cpu_pct:.1f}", f"{r.cpu_time_s:.1f}")
+        unreachable = r.state == "unreachable"
+        style = "red" if r.reason or unreachable else {"running": "green", "paused": "yellow",
+                                                       "shut-off": "dim"}.get(r.state, "")
+        state = r.state if unreachable else r.shown_state
+        cells = [r.name, "-" if r.id is None else str(r.id), f"[{style}]{state}[/{style}]" if style else state,
+                 "-" if unreachable else str(r.vcpus), "-" if unreachable else str(r.memory_mib),
+                 "-" if r.cpu_pct is None else f"{r.cpu_pct:.1f}", "-" if unreachable else f"{r.cpu_time_s:.1f}"]
+        table.add_row(*([r.host] if several else []), *cells)
     out.print(table)
 
 
@@ -120,6 +129,10 @@ def info(name: NameArg, as_json: JsonOpt = False) -> None:
         return
     table = Table(show_header=False, box=None, padding=(0, 2))
     for key, value in details.as_dict().items():
+        if key == "reason":
+            continue
+        if key == "state" and details.reason:
+            value = f"{value} ({details.reason})"
         if key == "disks":
             value = "\n".join(f"{d['device']} {d['format']} {d['path']}" for d in value) or "-"
         elif isinstance(value, list):
@@ -216,7 +229,9 @@ def create(
 
 @app.command()
 def start(name: NameArg,
-          wait: Annotated[bool, typer.Option("--wait", help="Return when the guest is up.")] = False) -> None:
+          wait: Annotated[bool, typer.Option("--wait", help="Return when the guest signals it is up (its "
+                                                            "readiness line, the guest agent, or running).")
+                          ] = False) -> None:
     """Start a guest (refused when it would overload the host)."""
     details = corral().guests.start(name, wait=wait, progress=say)
     out.print(f"{details.name}: {details.state}" + (" and up" if wait else ""))
@@ -307,9 +322,11 @@ def snapshot_delete(name: NameArg, snapshot: Annotated[str, typer.Argument()]) -
 
 
 @app.command()
-def console(name: NameArg) -> None:
+def console(name: NameArg,
+            force: Annotated[bool, typer.Option("--force", help="Take the console over from another session "
+                                                                "(which then ends).")] = False) -> None:
     """Interactive serial console. Leave with Ctrl-]."""
-    session = corral().guests.open_console(name)
+    session = corral().guests.open_console(name, force=force)
     escape = b"\x1d"
     err.print(f"[dim]Connected to {name}'s serial console. Escape character is ^][/dim]")
     fd = sys.stdin.fileno()
@@ -335,16 +352,23 @@ def console(name: NameArg) -> None:
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         session.close()
+    if session.ended_by_peer:
+        state = corral().guests.info(name).state
+        if state in ("running", "paused", "blocked"):
+            raise BackendError(f"the console of {name} was closed from the other end: another session took it "
+                               "over (corral console --force), or libvirt closed it")
+        err.print(f"\n[dim]{name} is {state}; its console closed.[/dim]")
+        return
     err.print(f"\n[dim]Disconnected from {name}.[/dim]")
 
 
 @app.command()
 def demo(clean: Annotated[bool, typer.Option("--clean", help="Delete the demo's guests.")] = False) -> None:
     """The classic server-sprawl example: five departmental servers as guests on this host, and the plan."""
-    from corral.services.demo import DEMO_SERVERS, clean_demo, run_demo
+    from corral.services.demo import DEMO_SERVERS
 
     if clean:
-        for name in clean_demo(corral()):
+        for name in corral().demo.clean():
             out.print(f"deleted {name}")
         return
     before = Table(title="Before: five servers, one machine each", title_justify="left", box=None,
@@ -361,7 +385,7 @@ def demo(clean: Annotated[bool, typer.Option("--clean", help="Delete the demo's 
         def step(what: str, done: int, total: int) -> None:
             progress.update(task, description=what, completed=done, total=total)
 
-        result = run_demo(corral(), step)
+        result = corral().demo.run(step)
     after = Table(title="After: one host runs them all", title_justify="left", box=None, header_style="bold")
     for column in ("Name", "ID", "State", "VCPUs", "Mem (MiB)", "CPU %"):
         after.add_column(column, justify="left" if column in ("Name", "State") else "right")

@@ -99,7 +99,7 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
                       f"{guests} guest(s) sampled", highlight=False)
 
         try:
-            service.run(stop, interval_s=every, on_samples=report)
+            service.run(stop, interval_s=every, on_samples=report, exclusive=True)
         finally:
             if server is not None:
                 server.shutdown()
@@ -115,7 +115,7 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
             raise InvalidInput(f"--sort must be one of {', '.join(SORT_KEYS.values())}")
         c = corral()
         sort_by, reverse = sort, True
-        c.monitoring.sampler.sample()
+        c.monitoring.cluster.sample()
         samples: list[Sample] = []
         states: dict[str, str] = {}
         deadline = time.monotonic()
@@ -123,8 +123,8 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
         with _keys() as read_key, Live(console=out, screen=True, auto_refresh=False) as live:
             while True:
                 if time.monotonic() >= deadline:
-                    samples = c.monitoring.sampler.sample()
-                    states = {row.name: row.state for row in c.libvirt.rows()}
+                    samples = c.monitoring.cluster.sample()
+                    states = {row.name: row.state for host in c.hosts for row in host.libvirt.rows()}
                     deadline = time.monotonic() + interval
                     count += 1
                 live.update(Group(
@@ -194,12 +194,16 @@ def _sample_dict(sample: Sample) -> dict[str, Any]:
 
 
 def _live_table(samples: Sequence[Sample], states: dict[str, str], sort: str, reverse: bool) -> Table:
-    by_name = {s.domain: s for s in samples}
-    names = [n for n in [*states, *by_name] if n != HOST_DOMAIN]
+    hosts = [s for s in samples if s.domain == HOST_DOMAIN]
+    several = len(hosts) > 1
+    by_name = {(f"{HOST_DOMAIN} ({s.host})" if several and s.domain == HOST_DOMAIN else s.domain): s
+               for s in samples}
+    host_rows = [name for name in by_name if name.startswith(HOST_DOMAIN)] or [HOST_DOMAIN]
+    names = [n for n in [*states, *by_name] if not n.startswith(HOST_DOMAIN)]
     names = list(dict.fromkeys(names))
     # Compact headers so that 80 columns hold every column; names are never cut.
     table = Table(header_style="bold reverse", box=None, expand=True, padding=(0, 1))
-    table.add_column("NAME", no_wrap=True, min_width=max(len(HOST_DOMAIN), *(len(n) for n in names)))
+    table.add_column("NAME", no_wrap=True, min_width=max(*(len(n) for n in host_rows), *(len(n) for n in names)))
     table.add_column("STATE", no_wrap=True)
     for column in ("CPU%", "HOST%", "MEM MiB", "MEM%", "DISK R/W KiB/s", "IOPS R/W", "NET RX/TX KiB/s"):
         table.add_column(column, justify="right")
@@ -215,7 +219,7 @@ def _live_table(samples: Sequence[Sample], states: dict[str, str], sort: str, re
         }[sort]
 
     ordered = sorted(names, key=key, reverse=reverse if sort != "name" else not reverse)
-    for name in [HOST_DOMAIN, *ordered]:
+    for name in [*host_rows, *ordered]:
         v = by_name[name].values if name in by_name else {}
 
         def kib(metric: str, values: dict[str, Any] | Any = v) -> str:
@@ -228,7 +232,7 @@ def _live_table(samples: Sequence[Sample], states: dict[str, str], sort: str, re
 
         total, used = v.get("mem_total_bytes"), v.get("mem_used_bytes")
         table.add_row(
-            name, "running" if name == HOST_DOMAIN else states.get(name, "running"),
+            name, "running" if name.startswith(HOST_DOMAIN) else states.get(name, "running"),
             _fmt("cpu_pct", v.get("cpu_pct")), _fmt("cpu_host_pct", v.get("cpu_host_pct")),
             "-" if used is None else f"{used / 2**20:.0f}",
             "-" if not total or used is None else f"{100 * used / total:.0f}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from corral.services.context import Corral
 from corral.services.users import UserStore, users_path
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -58,7 +60,9 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
         """The REST API (docs at /api/docs) with the monitoring sampler and live stats, in one process."""
         import uvicorn
 
-        from corral.api.app import LOOPBACK_HOSTS, create_app
+        from corral.api.app import create_app
+        from corral.api.middleware import LOOPBACK_HOSTS
+        from corral.api.server import guarded_http_protocol
 
         host, port = parse_listen(listen)
         if (certfile is None) != (keyfile is None):
@@ -80,10 +84,19 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
         # On loopback, only loopback names in Host: a web page cannot reach the API by DNS rebinding.
         named = (host if ":" not in host else f"[{host}]").lower()
         allowed = LOOPBACK_HOSTS | {named} if is_loopback(host) else None
+        _log_to_stderr()
+        limits = c.settings.api
         config = uvicorn.Config(create_app(c, sampler=sampler, allowed_hosts=allowed), host=host, port=port,
                                 log_level="warning",
                                 access_log=False, ssl_certfile=str(certfile) if certfile else None,
-                                ssl_keyfile=str(keyfile) if keyfile else None, lifespan="on")
+                                ssl_keyfile=str(keyfile) if keyfile else None, lifespan="on",
+                                # Slow clients: a silent keep-alive connection ends after KEEP_ALIVE_S, a
+                                # request head or an unread body must arrive within body_timeout_s.
+                                http=guarded_http_protocol(limits.body_timeout_s), timeout_keep_alive=KEEP_ALIVE_S,
+                                ws_max_size=limits.max_body_bytes,  # one WebSocket message, like one body
+                                # The client's address is the socket's peer: X-Forwarded-For is not believed
+                                # (the login throttle counts per address).
+                                proxy_headers=False)
         uvicorn.Server(config).run()
 
     @user_app.command("add")
@@ -129,6 +142,16 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
         """Revoke one API token."""
         store().revoke_token(name, token_id)
         out.print(f"revoked token {token_id} of {name}")
+
+
+def _log_to_stderr() -> None:
+    """Corral's warnings (refused logins, a stopped sampler) on standard error, with the time."""
+    logger = logging.getLogger("corral")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
 
 
 def main() -> None:

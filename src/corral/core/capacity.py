@@ -1,4 +1,8 @@
-"""The host's capacity model and the admission guard: pure functions over plain data.
+"""The capacity model: one answer to "does this guest fit on this host?", pure, over plain data.
+
+`place(host_state, guest)` returns the host with the guest added, or the limits it would break
+(failures as values, as Ganeti's `Node.addPri`). The admission guard, the planner's reasons for a
+server that fits no host, and the placement of guests across hosts all ask it.
 
 Three limits, each configurable:
 - vCPUs: at most `cores x vcpu_overcommit` vCPUs of running guests;
@@ -11,14 +15,15 @@ Three limits, each configurable:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MIB = 1024 * 1024
+DEFAULT_CAP = 0.85  # the utilization cap, everywhere a default is needed (admission, planner, policy)
 
 
 @dataclass(frozen=True)
 class CapacityLimits:
-    cap: float = 0.85
+    cap: float = DEFAULT_CAP
     vcpu_overcommit: float = 4.0
     memory_reserve_mib: int = 1024
     memory_overcommit: float = 1.0
@@ -119,12 +124,36 @@ class Violation:
         )
 
 
+@dataclass(frozen=True)
+class HostState:
+    """A host as the capacity model sees it: what it has, its limits, the guests it holds."""
+
+    name: str
+    facts: HostFacts
+    limits: CapacityLimits
+    guests: tuple[Footprint, ...] = ()
+
+    def report(self) -> CapacityReport:
+        return capacity_report(self.facts, self.limits, self.guests)
+
+    def without(self, name: str) -> HostState:
+        return replace(self, guests=tuple(g for g in self.guests if g.name != name))
+
+
+def place(host: HostState, guest: Footprint) -> HostState | tuple[Violation, ...]:
+    """The host with `guest` added (replacing a guest of the same name), or every limit that would break
+    and by how much. Never both: a value to branch on, not an exception."""
+    after = replace(host, guests=(*host.without(guest.name).guests, guest))
+    broken = tuple(Violation(b.resource, b.unit, b.limit, b.used) for b in after.report().budgets
+                   if b.used > b.limit + 1e-9)
+    return broken or after
+
+
 def admission_violations(host: HostFacts, limits: CapacityLimits, running: Iterable[Footprint],
                          candidate: Footprint) -> list[Violation]:
     """The limits that `candidate` would break if it started beside `running` (empty: admit)."""
-    others = [g for g in running if g.name != candidate.name]
-    report = capacity_report(host, limits, [*others, candidate])
-    return [Violation(b.resource, b.unit, b.limit, b.used) for b in report.budgets if b.used > b.limit + 1e-9]
+    result = place(HostState("host", host, limits, tuple(running)), candidate)
+    return list(result) if isinstance(result, tuple) else []
 
 
 def _fmt(value: float) -> str:

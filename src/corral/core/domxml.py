@@ -1,21 +1,230 @@
 """Domain XML built with ElementTree from a validated plan, and Corral's metadata read back.
 
+Corral's own metadata (`<corral:guest>`) is declared once, on `CorralMeta`'s fields; building,
+parsing and cloning derive from that declaration.
+
 Nothing here formats XML as text: every value is set as an attribute or element text, so names
 and paths can never break out of their element.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from corral.core.spec import LoadSpec
 
 CORRAL_NS = "https://corral.dev/xmlns/guest/1"
 ET.register_namespace("corral", CORRAL_NS)
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- Corral's metadata, declared
+#
+# `<corral:guest>` in a domain's `<metadata>` is what makes a domain Corral's: which image it came
+# from, how `--wait` knows it is up, the load it runs, its console log and the files it owns. Each
+# field of `CorralMeta` declares its own XML spelling (virt-manager's virtinst `XMLProperty` is the
+# model): the element, how its text or attributes read and write the value, whether it repeats, and
+# what a clone does with it. Building, parsing and cloning all walk that one declaration, so a new
+# field is one line in `CorralMeta`. Elements Corral does not know are left alone.
+
+
+@dataclass(frozen=True)
+class Codec(Generic[T]):
+    """One value as XML text, both ways; `read` raises ValueError on text it cannot read."""
+
+    read: Callable[[str], T]
+    write: Callable[[T], str]
+
+
+TEXT: Codec[str] = Codec(str, str)
+PATH: Codec[Path] = Codec(Path, str)
+INT: Codec[int] = Codec(int, str)
+NUMBER: Codec[float] = Codec(float, lambda v: f"{v:g}")
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One attribute of a metadata element that holds one field (`key`) of a structured value."""
+
+    name: str
+    key: str
+    codec: Codec[Any]
+
+
+@dataclass(frozen=True)
+class CloneTarget:
+    """Where a clone's own files are: the source's owned files moved (`path_map`) and its console log."""
+
+    path_map: Mapping[Path, Path]
+    console_log: Path
+
+
+#: What a clone makes of a field's value.
+CloneRule = Callable[[Any, CloneTarget], Any]
+
+
+def kept(value: Any, _target: CloneTarget) -> Any:
+    """The clone has the same value (image, readiness, load)."""
+    return value
+
+
+def clones_console_log(value: Path | None, target: CloneTarget) -> Path | None:
+    """The clone logs to its own console log (if the source recorded one)."""
+    return target.console_log if value is not None else None
+
+
+def moved_files(value: tuple[Path, ...], target: CloneTarget) -> tuple[Path, ...]:
+    """The clone owns its copies of the source's owned files, and nothing that was not copied."""
+    return tuple(target.path_map[p] for p in value if p in target.path_map)
+
+
+@dataclass(frozen=True)
+class MetaField:
+    """The XML spelling of one `CorralMeta` field: element `<corral:TAG>` whose text (`codec`) or
+    attributes (`attrs`, the fields of a structured value) hold the value; `many`: the element repeats
+    once per item of a tuple. A missing, empty or unreadable element reads as the field's default."""
+
+    tag: str
+    codec: Codec[Any] | None = None
+    attrs: tuple[Attr, ...] = ()
+    many: bool = False
+    on_clone: CloneRule = kept
+
+    def __post_init__(self) -> None:
+        if (self.codec is None) == (not self.attrs) or (self.attrs and self.many):
+            raise TypeError(f"corral:{self.tag}: declare a codec, or attrs of a single element")
+
+    @property
+    def qname(self) -> str:
+        return f"{{{CORRAL_NS}}}{self.tag}"
+
+    def read(self, guest: ET.Element, default: Any) -> Any:
+        found = guest.findall(self.qname)
+        if self.many:
+            return tuple(v for el in found if (v := self._read_one(el, None)) is not None)
+        value = self._read_one(found[0], default) if found else None
+        return default if value is None else value
+
+    def _read_one(self, el: ET.Element, default: Any) -> Any:
+        if self.codec is not None:
+            if not el.text:
+                return None
+            try:
+                return self.codec.read(el.text)
+            except ValueError:
+                return None
+        values: dict[str, Any] = {}
+        for attr in self.attrs:
+            text = el.get(attr.name)
+            if text is not None:
+                with contextlib.suppress(ValueError):  # unreadable: the default's value
+                    values[attr.key] = attr.codec.read(text)
+        return replace(default, **values)
+
+    def fill(self, el: ET.Element, value: Any) -> None:
+        if self.codec is not None:
+            el.text = self.codec.write(value)
+        for attr in self.attrs:
+            el.set(attr.name, attr.codec.write(getattr(value, attr.key)))
+
+    def items(self, value: Any) -> list[Any]:
+        if self.many:
+            return list(value)
+        return [] if value is None else [value]
+
+
+def spelled(tag: str, codec: Codec[Any] | None = None, *, attrs: tuple[Attr, ...] = (), many: bool = False,
+        on_clone: CloneRule = kept) -> dict[str, MetaField]:
+    """A `CorralMeta` field's XML spelling (see `MetaField`), as the field's metadata."""
+    return {_SPELLING: MetaField(tag, codec, attrs, many, on_clone)}
+
+
+_SPELLING = "corral-xml"
+
+
+@dataclass(frozen=True)
+class CorralMeta:
+    """Corral's own facts about a guest, kept in its domain XML; each field declares its element."""
+
+    image: str = field(default="", metadata=spelled("image", TEXT))
+    readiness: str = field(default="agent", metadata=spelled("readiness", TEXT))
+    load: LoadSpec = field(default=LoadSpec(), metadata=spelled("load", attrs=(
+        Attr("cpu", "cpu_pct", NUMBER), Attr("disk", "disk_kbps", INT), Attr("net", "net_kbps", INT))))
+    console_log: Path | None = field(default=None, metadata=spelled("console-log", PATH, on_clone=clones_console_log))
+    owned_files: tuple[Path, ...] = field(default=(), metadata=spelled("owned-file", PATH, many=True,
+                                                                       on_clone=moved_files))
+
+
+#: The declaration, in the order the elements are written: (CorralMeta field, spelling, default).
+GUEST_META: tuple[tuple[str, MetaField, Any], ...] = tuple(
+    (f.name, f.metadata[_SPELLING], f.default) for f in fields(CorralMeta)
+)
+
+
+def write_meta(metadata: ET.Element, meta: CorralMeta) -> ET.Element:
+    """Append `<corral:guest>` holding `meta` to a domain's `<metadata>` element."""
+    guest = ET.SubElement(metadata, f"{{{CORRAL_NS}}}guest")
+    for name, spelling, _default in GUEST_META:
+        _put(guest, spelling, getattr(meta, name))
+    return guest
+
+
+def read_meta(root: ET.Element) -> CorralMeta | None:
+    """Corral's metadata in a domain's XML, or None for a domain Corral did not make."""
+    guest = root.find(f"metadata/{{{CORRAL_NS}}}guest")
+    if guest is None:
+        return None
+    return CorralMeta(**{name: spelling.read(guest, default) for name, spelling, default in GUEST_META})
+
+
+def _put(guest: ET.Element, spelling: MetaField, value: Any) -> None:
+    """Make `guest`'s elements of one field say `value`: existing elements are rewritten in place (their
+    other attributes and position kept), surplus ones removed, missing ones added after the last."""
+    old = guest.findall(spelling.qname)
+    items = spelling.items(value)
+    for el, item in zip(old, items, strict=False):
+        spelling.fill(el, item)
+    for el in old[len(items):]:
+        _remove(guest, el)
+    anchor = old[-1] if old else None
+    for item in items[len(old):]:
+        el = ET.Element(spelling.qname)
+        spelling.fill(el, item)
+        _insert_after(guest, anchor, el)
+        anchor = el
+
+
+def _remove(parent: ET.Element, el: ET.Element) -> None:
+    kids = list(parent)
+    at = kids.index(el)
+    if at == len(kids) - 1 and at > 0:  # the last child's tail indents the closing tag: keep it
+        kids[at - 1].tail = el.tail
+    parent.remove(el)
+
+
+def _insert_after(parent: ET.Element, anchor: ET.Element | None, el: ET.Element) -> None:
+    kids = list(parent)
+    after = kids.index(anchor) if anchor is not None else len(kids) - 1
+    if after >= 0:  # take over the layout: the new element sits where the anchor's tail led
+        el.tail = kids[after].tail
+        if after == len(kids) - 1:
+            kids[after].tail = kids[after - 1].tail if after > 0 else parent.text
+    parent.insert(after + 1, el)
+
+
+def plan_meta(plan: DomainPlan) -> CorralMeta:
+    """The metadata a new guest's XML records."""
+    owned = tuple(d.path for d in plan.disks if d.owned) + tuple(plan.extra_owned_files)
+    return CorralMeta(image=plan.image, readiness=plan.readiness, load=plan.load, console_log=plan.console_log,
+                      owned_files=owned)
 
 
 @dataclass(frozen=True)
@@ -24,6 +233,8 @@ class DiskPlan:
     format: str  # qcow2 | raw
     device: str = "disk"  # disk | cdrom
     owned: bool = True  # made by Corral for this guest: removed with it
+    backing: Path | None = None  # an overlay's base image (read-only, never relabeled)
+    backing_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +242,7 @@ class DomainPlan:
     """Everything needed to define one guest, all names and paths already validated and resolved."""
 
     name: str
+    uuid: str  # chosen by Corral, so a create can recognise its own domain after losing libvirt's answer
     domain_type: str  # kvm | qemu (TCG)
     emulator: str
     vcpus: int
@@ -44,30 +256,18 @@ class DomainPlan:
     cmdline: str | None = None
     machine: str = "pc"
     network: str | None = None  # a libvirt network (a tap on its bridge); None: QEMU user-mode NIC
-    readiness: str = "agent"  # "serial": the tiny image's readiness line; "agent": qemu-guest-agent
+    # How `--wait` knows the guest is up: "serial", the tiny image's readiness line; "agent", the QEMU
+    # guest agent answers; "running", the domain runs (an installer ISO gives no other signal).
+    readiness: str = "agent"
     extra_owned_files: tuple[Path, ...] = field(default_factory=tuple)
 
 
 def build_domain_xml(plan: DomainPlan) -> str:
     dom = ET.Element("domain", type=plan.domain_type)
     ET.SubElement(dom, "name").text = plan.name
+    ET.SubElement(dom, "uuid").text = plan.uuid
     ET.SubElement(dom, "description").text = f"Corral guest from image {plan.image}"
-    meta = ET.SubElement(ET.SubElement(dom, "metadata"), f"{{{CORRAL_NS}}}guest")
-    ET.SubElement(meta, f"{{{CORRAL_NS}}}image").text = plan.image
-    ET.SubElement(meta, f"{{{CORRAL_NS}}}readiness").text = plan.readiness
-    ET.SubElement(
-        meta,
-        f"{{{CORRAL_NS}}}load",
-        cpu=f"{plan.load.cpu_pct:g}",
-        disk=str(plan.load.disk_kbps),
-        net=str(plan.load.net_kbps),
-    )
-    ET.SubElement(meta, f"{{{CORRAL_NS}}}console-log").text = str(plan.console_log)
-    for disk in plan.disks:
-        if disk.owned:
-            ET.SubElement(meta, f"{{{CORRAL_NS}}}owned-file").text = str(disk.path)
-    for extra in plan.extra_owned_files:
-        ET.SubElement(meta, f"{{{CORRAL_NS}}}owned-file").text = str(extra)
+    write_meta(ET.SubElement(dom, "metadata"), plan_meta(plan))
 
     ET.SubElement(dom, "memory", unit="MiB").text = str(plan.memory_mib)
     ET.SubElement(dom, "currentMemory", unit="MiB").text = str(plan.memory_mib)
@@ -103,6 +303,11 @@ def build_domain_xml(plan: DomainPlan) -> str:
         el = ET.SubElement(devices, "disk", type="file", device=disk.device)
         ET.SubElement(el, "driver", name="qemu", type=disk.format)
         ET.SubElement(el, "source", file=str(disk.path))
+        if disk.backing is not None:  # the chain spelled out: QEMU opens this base and nothing below it
+            store = ET.SubElement(el, "backingStore", type="file")
+            ET.SubElement(store, "format", type=disk.backing_format or "raw")
+            ET.SubElement(store, "source", file=str(disk.backing))
+            ET.SubElement(store, "backingStore")
         if disk.device == "cdrom":
             ET.SubElement(el, "target", dev=f"sd{chr(ord('a') + sata_index)}", bus="sata")
             ET.SubElement(el, "readonly")
@@ -135,17 +340,47 @@ def build_domain_xml(plan: DomainPlan) -> str:
     ET.SubElement(video, "model", type="vga")
     balloon = ET.SubElement(devices, "memballoon", model="virtio")
     ET.SubElement(balloon, "stats", period="5")
+    _add_no_relabel(dom)
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode")
 
 
-@dataclass(frozen=True)
-class CorralMeta:
-    image: str
-    readiness: str
-    load: LoadSpec
-    console_log: Path | None
-    owned_files: tuple[Path, ...]
+def _add_no_relabel(dom: ET.Element) -> None:
+    """libvirt's DAC driver would chown every file a guest uses (base images, ISOs, kernels) to QEMU's
+    user while it runs, and not always back: a guest never changes a file it was given. Files Corral
+    makes for the guest are given to QEMU's user by Corral itself."""
+    ET.SubElement(dom, "seclabel", type="none", model="dac")
+
+
+def has_no_relabel(root: ET.Element) -> bool:
+    return any(el.get("model") == "dac" and (el.get("type") == "none" or el.get("relabel") == "no")
+               for el in root.findall("seclabel"))
+
+
+def harden_domain_xml(xml: str, backing: dict[Path, tuple[Path, str]]) -> str | None:
+    """A Corral guest's XML made by an older Corral, with no-relabel and its overlays' backing chains
+    spelled out (`backing`: overlay -> (base, format)); None when it needs no change."""
+    root = ET.fromstring(xml)
+    changed = False
+    if not has_no_relabel(root):
+        for old in root.findall("seclabel"):
+            if old.get("model") == "dac":
+                root.remove(old)
+        _add_no_relabel(root)
+        changed = True
+    for disk in root.iterfind("devices/disk"):
+        source = disk.find("source")
+        path = Path(source.get("file", "")) if source is not None else None
+        if path is None or path not in backing or disk.find("backingStore") is not None:
+            continue
+        base, fmt = backing[path]
+        store = ET.Element("backingStore", type="file")
+        ET.SubElement(store, "format", type=fmt)
+        ET.SubElement(store, "source", file=str(base))
+        ET.SubElement(store, "backingStore")
+        disk.insert(list(disk).index(source) + 1 if source is not None else 0, store)
+        changed = True
+    return ET.tostring(root, encoding="unicode") if changed else None
 
 
 @dataclass(frozen=True)
@@ -158,6 +393,11 @@ class DomainFacts:
     disks: tuple[DiskPlan, ...]
     vnc_port: int | None
     meta: CorralMeta | None
+    uuid: str = ""
+    kernel: Path | None = None
+    initrd: Path | None = None
+    no_relabel: bool = False  # the DAC driver leaves every file of this guest as it is
+    has_agent_channel: bool = False
 
 
 def parse_domain_xml(xml: str) -> DomainFacts:
@@ -174,32 +414,23 @@ def parse_domain_xml(xml: str) -> DomainFacts:
         path = source.get("file") if source is not None else None
         if path:
             driver = disk.find("driver")
+            base = disk.find("backingStore/source")
+            base_format = disk.find("backingStore/format")
             disks.append(DiskPlan(Path(path), driver.get("type", "raw") if driver is not None else "raw",
-                                  disk.get("device", "disk"), owned=False))
+                                  disk.get("device", "disk"), owned=False,
+                                  backing=Path(base.get("file", "")) if base is not None and base.get("file")
+                                  else None,
+                                  backing_format=base_format.get("type") if base_format is not None else None))
     vnc_port = None
     for graphics in root.iterfind("devices/graphics"):
         if graphics.get("type") == "vnc" and graphics.get("port", "-1") not in ("-1", ""):
             vnc_port = int(graphics.get("port", "0"))
-    return DomainFacts(name, vcpus, memory_mib, tuple(disks), vnc_port, _parse_meta(root))
-
-
-def _parse_meta(root: ET.Element) -> CorralMeta | None:
-    meta = root.find(f"metadata/{{{CORRAL_NS}}}guest")
-    if meta is None:
-        return None
-    load_el = meta.find(f"{{{CORRAL_NS}}}load")
-    load = LoadSpec()
-    if load_el is not None:
-        load = LoadSpec(float(load_el.get("cpu", "0")), int(load_el.get("disk", "0")),
-                        int(load_el.get("net", "0")))
-    log = meta.findtext(f"{{{CORRAL_NS}}}console-log")
-    return CorralMeta(
-        image=meta.findtext(f"{{{CORRAL_NS}}}image") or "",
-        readiness=meta.findtext(f"{{{CORRAL_NS}}}readiness") or "agent",
-        load=load,
-        console_log=Path(log) if log else None,
-        owned_files=tuple(Path(e.text) for e in meta.iterfind(f"{{{CORRAL_NS}}}owned-file") if e.text),
-    )
+    kernel, initrd = root.findtext("os/kernel"), root.findtext("os/initrd")
+    agent = any(t.get("name") == "org.qemu.guest_agent.0" for t in root.iterfind("devices/channel/target"))
+    return DomainFacts(name, vcpus, memory_mib, tuple(disks), vnc_port, read_meta(root),
+                       uuid=root.findtext("uuid") or "", kernel=Path(kernel) if kernel else None,
+                       initrd=Path(initrd) if initrd else None, no_relabel=has_no_relabel(root),
+                       has_agent_channel=agent)
 
 
 def _to_mib(value: int, unit: str) -> int:
@@ -209,8 +440,8 @@ def _to_mib(value: int, unit: str) -> int:
     return round(value * factor)
 
 
-def clone_domain_xml(xml: str, new_name: str, path_map: dict[Path, Path], console_log: Path) -> str:
-    """A copy of a domain's (inactive) XML for a clone: new name, no UUID or MACs, owned disks
+def clone_domain_xml(xml: str, new_name: str, path_map: dict[Path, Path], console_log: Path, uuid: str) -> str:
+    """A copy of a domain's (inactive) XML for a clone: new name and UUID, no MACs, owned disks
     and the console log moved to the clone's own files, the hostname on the kernel command line."""
     root = ET.fromstring(xml)
     old_name = root.findtext("name") or ""
@@ -218,9 +449,8 @@ def clone_domain_xml(xml: str, new_name: str, path_map: dict[Path, Path], consol
     if name_el is None:
         raise ValueError("domain XML has no <name>")
     name_el.text = new_name
-    for tag in ("uuid",):
-        for el in root.findall(tag):
-            root.remove(el)
+    for el in root.findall("uuid"):
+        el.text = uuid
     for iface in root.iterfind("devices/interface"):
         for mac in iface.findall("mac"):
             iface.remove(mac)
@@ -239,17 +469,15 @@ def clone_domain_xml(xml: str, new_name: str, path_map: dict[Path, Path], consol
             f"corral.name={guest_hostname(new_name)}" if word == f"corral.name={guest_hostname(old_name)}" else word
             for word in cmdline.text.split()
         )
-    meta = root.find(f"metadata/{{{CORRAL_NS}}}guest")
-    if meta is not None:
-        log_el = meta.find(f"{{{CORRAL_NS}}}console-log")
-        if log_el is not None:
-            log_el.text = str(console_log)
-        for owned in meta.findall(f"{{{CORRAL_NS}}}owned-file"):
-            old = Path(owned.text or "")
-            if old in path_map:
-                owned.text = str(path_map[old])
-            else:
-                meta.remove(owned)
+    guest = root.find(f"metadata/{{{CORRAL_NS}}}guest")
+    meta = read_meta(root)
+    if guest is not None and meta is not None:
+        target = CloneTarget(path_map, console_log)
+        for name, spelling, _default in GUEST_META:
+            value = getattr(meta, name)
+            cloned = spelling.on_clone(value, target)
+            if cloned != value:
+                _put(guest, spelling, cloned)
     return ET.tostring(root, encoding="unicode")
 
 

@@ -43,3 +43,9 @@ class BackendError(CorralError):
 
 class GuestTimeout(CorralError):
     status = 504
+
+
+class Busy(CorralError):
+    """Another action holds what this one needs (the host's admission lock) for longer than it may wait."""
+
+    status = 503

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from corral.core.validate import check_domain_name, check_name, check_path
 MAX_VCPUS = 64
 MIN_MEMORY_MIB = 64
 MAX_MEMORY_MIB = 1024 * 1024
+MIN_DISK_GIB = 0.01  # about 10 MiB: anything smaller is a typo, not a disk
 MAX_DISK_GIB = 16 * 1024
 
 
@@ -85,17 +86,20 @@ class GuestSpec:
     def __post_init__(self) -> None:
         check_domain_name(self.name)
         check_name(self.image, "image name")
+        for what, value in (("vcpus", self.vcpus), ("memory", self.memory_mib)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidInput(f"{what} must be a whole number, not {value!r}")
+        if self.disk_gib is not None and (isinstance(self.disk_gib, bool)
+                                          or not isinstance(self.disk_gib, int | float)):
+            raise InvalidInput(f"disk must be a number of GiB, not {self.disk_gib!r}")
         if not 1 <= self.vcpus <= MAX_VCPUS:
             raise InvalidInput(f"vcpus={self.vcpus} must be between 1 and {MAX_VCPUS}")
         if not MIN_MEMORY_MIB <= self.memory_mib <= MAX_MEMORY_MIB:
             raise InvalidInput(
                 f"memory={self.memory_mib} MiB must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}"
             )
-        if self.disk_gib is not None and not 0 < self.disk_gib <= MAX_DISK_GIB:
-            raise InvalidInput(f"disk={self.disk_gib:g} GiB must be above 0 and at most {MAX_DISK_GIB}")
-
-    def renamed(self, name: str) -> GuestSpec:
-        return replace(self, name=name)
+        if self.disk_gib is not None and not MIN_DISK_GIB <= self.disk_gib <= MAX_DISK_GIB:
+            raise InvalidInput(f"disk={self.disk_gib:g} GiB must be between {MIN_DISK_GIB:g} and {MAX_DISK_GIB}")
 
 
 _SPEC_FIELDS = {"name", "image", "vcpus", "memory", "disk", "iso", "load"}

@@ -53,6 +53,7 @@ UNITS: Mapping[str, str] = {
 }
 
 HOST_DOMAIN = "Domain-0"
+LOCAL_HOST = "local"  # the host a sample belongs to when none is named (a one-host installation)
 
 
 @dataclass(frozen=True)
@@ -62,3 +63,4 @@ class Sample:
     time: float  # unix seconds, end of the interval
     domain: str  # HOST_DOMAIN ("Domain-0") for the host, else the guest's name
     values: Mapping[str, float | None]  # METRICS -> value; None = not measurable this interval
+    host: str = LOCAL_HOST  # the host it ran on (every host has its own Domain-0)

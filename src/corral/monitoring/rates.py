@@ -24,10 +24,10 @@ class Counters:
     cpu_time_s: float  # busy CPU seconds, summed over its CPUs
     mem_total_bytes: float | None
     mem_used_bytes: float | None
-    disk_read_bytes: float
-    disk_write_bytes: float
-    disk_read_ops: float
-    disk_write_ops: float
+    disk_read_bytes: float | None  # None: not measurable (a remote host's own disks)
+    disk_write_bytes: float | None
+    disk_read_ops: float | None
+    disk_write_ops: float | None
     net_rx_bytes: float | None  # None: no NIC with host-side counters
     net_tx_bytes: float | None
 

@@ -1,5 +1,7 @@
-"""The sampler: every interval, one reading of the host (psutil) and of every running guest
-(one bulk libvirt call for all of them), turned into rates by corral.monitoring.rates."""
+"""The sampler of one host: every interval, one reading of the host itself (Domain-0: CPU and memory
+from libvirt's node calls, so a host reached by URI is described by itself; disks and NICs through
+psutil where the host is the machine Corral runs on) and of every running guest (one bulk libvirt
+call for all of them), turned into rates by corral.monitoring.rates."""
 
 from __future__ import annotations
 
@@ -8,45 +10,59 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
-import libvirt
-import psutil
-
-from corral.adapters.libvirt_host import LibvirtHost, translated
+from corral.adapters.libvirt_host import LibvirtHost
 from corral.core.errors import CorralError
-from corral.monitoring.hostcounters import HostCounterReader
-from corral.monitoring.metrics import HOST_DOMAIN, Sample
+from corral.monitoring.hostcounters import HostCounterReader, boot_id
+from corral.monitoring.metrics import HOST_DOMAIN, LOCAL_HOST, Sample
 from corral.monitoring.rates import Counters, guest_counters, sample_values
-
-STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
-         | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
 
 
 class Sampler:
-    """Keeps the previous reading of each domain; `sample()` returns one Sample per domain."""
+    """Keeps the previous reading of each domain of one host; `sample()` returns one Sample per domain."""
 
-    def __init__(self, libvirt_host: LibvirtHost) -> None:
+    def __init__(self, libvirt_host: LibvirtHost, host: str = LOCAL_HOST, *, on_this_machine: bool = True) -> None:
         self.libvirt = libvirt_host
-        self.host_cores = psutil.cpu_count() or 1
-        self._host = HostCounterReader()
+        self.host = host
+        self._devices = HostCounterReader() if on_this_machine else None
+        self._instance = boot_id() if on_this_machine else f"node:{host}"
         self._previous: dict[str, Counters] = {}
         self.latest_counters: list[Counters] = []
 
+    @property
+    def host_cores(self) -> int:
+        return self.libvirt.node_info().cores
+
+    def _host_reading(self, now: float) -> Counters:
+        node = self.libvirt.node_counters()
+        devices = self._devices.read(now) if self._devices is not None else None
+        return Counters(
+            time=now, domain=HOST_DOMAIN, instance=self._instance, cpus=self.host_cores,
+            cpu_time_s=node.cpu_busy_ns / 1e9,
+            mem_total_bytes=node.memory_total_kib * 1024.0,
+            mem_used_bytes=(node.memory_total_kib - node.memory_available_kib) * 1024.0,
+            disk_read_bytes=devices.disk_read_bytes if devices else None,
+            disk_write_bytes=devices.disk_write_bytes if devices else None,
+            disk_read_ops=devices.disk_read_ops if devices else None,
+            disk_write_ops=devices.disk_write_ops if devices else None,
+            net_rx_bytes=devices.net_rx_bytes if devices else None,
+            net_tx_bytes=devices.net_tx_bytes if devices else None,
+        )
+
     def read(self) -> list[Counters]:
         now = time.monotonic()
-        readings = [self._host.read(now)]
-        with translated("read domain statistics"):
-            stats = self.libvirt.conn.getAllDomainStats(STATS, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
-        for dom, values in stats:
+        readings = [self._host_reading(now)]
+        for name, dom_id, values in self.libvirt.all_stats():
             # The libvirt ID changes at every start: rates never span two runs of a guest.
-            readings.append(guest_counters(dom.name(), f"id{dom.ID()}", values, now))
+            readings.append(guest_counters(name, f"id{dom_id}", values, now))
         return readings
 
     def sample(self, wall_time: float | None = None) -> list[Sample]:
         readings = self.read()
         stamp = time.time() if wall_time is None else wall_time
         samples = [
-            Sample(stamp, c.domain, sample_values(self._previous.get(c.domain), c, self.host_cores))
+            Sample(stamp, c.domain, sample_values(self._previous.get(c.domain), c, self.host_cores), self.host)
             for c in readings
         ]
         self._previous = {c.domain: c for c in readings}  # vanished guests are forgotten
@@ -54,7 +70,42 @@ class Sampler:
         return samples
 
 
-def run_sampler(sampler: Sampler, interval_s: float, on_samples: Callable[[Sequence[Sample]], None],
+class ClusterSampler:
+    """The samplers of every host, read one after the other each interval (one bulk call per host). A host
+    that cannot be read gives no samples that interval, said once in the log; the others go on."""
+
+    def __init__(self, samplers: Sequence[Sampler]) -> None:
+        self.samplers = list(samplers)
+        self._failing: set[str] = set()
+        self.errors: dict[str, str] = {}
+
+    def sample(self, wall_time: float | None = None) -> list[Sample]:
+        log = logging.getLogger("corral.sampler")
+        stamp = time.time() if wall_time is None else wall_time
+        samples: list[Sample] = []
+        for sampler in self.samplers:
+            try:
+                samples.extend(sampler.sample(stamp))
+            except CorralError as exc:
+                if sampler.host not in self._failing:
+                    log.warning("sampling host %s failed, will retry every interval: %s", sampler.host, exc.message)
+                self._failing.add(sampler.host)
+                self.errors[sampler.host] = exc.message
+                continue
+            if sampler.host in self._failing:
+                log.warning("sampling host %s works again", sampler.host)
+                self._failing.discard(sampler.host)
+                self.errors.pop(sampler.host, None)
+        if self.samplers and len(self._failing) == len(self.samplers):
+            raise CorralError("no host could be sampled: " + "; ".join(self.errors.values()))
+        return samples
+
+
+class _Samples(Protocol):
+    def sample(self, wall_time: float | None = None) -> list[Sample]: ...
+
+
+def run_sampler(sampler: _Samples, interval_s: float, on_samples: Callable[[Sequence[Sample]], None],
                 stop: threading.Event) -> None:
     """Sample every `interval_s` on a fixed schedule (no drift) until `stop` is set."""
     log = logging.getLogger("corral.sampler")
@@ -79,4 +130,4 @@ def run_sampler(sampler: Sampler, interval_s: float, on_samples: Callable[[Seque
             deadline = time.monotonic() + interval_s
 
 
-__all__ = ["HOST_DOMAIN", "Sampler", "run_sampler"]
+__all__ = ["HOST_DOMAIN", "ClusterSampler", "Sampler", "run_sampler"]

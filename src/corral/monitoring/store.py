@@ -23,16 +23,16 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from corral.core.errors import InvalidInput
-from corral.monitoring.metrics import METRICS, Sample
+from corral.monitoring.metrics import HOST_DOMAIN, LOCAL_HOST, METRICS, Sample
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: domains are keyed by (host, name); version 1 stores are migrated on open
 Resolution = Literal["raw", "rollup", "auto"]
 RESOLUTIONS: tuple[str, ...] = ("raw", "rollup", "auto")
 
 _RAW_COLS = ", ".join(f"{m} REAL" for m in METRICS)
 _ROLLUP_COLS = ", ".join(f"{m}_min REAL, {m}_avg REAL, {m}_max REAL" for m in METRICS)
 _SCHEMA = f"""
-CREATE TABLE domains (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE domains (id INTEGER PRIMARY KEY, host TEXT NOT NULL, name TEXT NOT NULL, UNIQUE (host, name));
 CREATE TABLE raw (
     domain_id INTEGER NOT NULL, time REAL NOT NULL, {_RAW_COLS},
     PRIMARY KEY (domain_id, time)
@@ -48,6 +48,12 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 # meta keys: "rolled_until" -- every bucket starting before it is rolled up (bucket-aligned);
 #            "raw_kept_from" -- raw rows before it have been pruned (bucket-aligned).
 
+_MIGRATE_V1 = f"""
+CREATE TABLE domains_v2 (id INTEGER PRIMARY KEY, host TEXT NOT NULL, name TEXT NOT NULL, UNIQUE (host, name));
+INSERT INTO domains_v2 (id, host, name) SELECT id, '{LOCAL_HOST}', name FROM domains;
+DROP TABLE domains;
+ALTER TABLE domains_v2 RENAME TO domains
+"""
 _VACUUM_MIN_FREE_PAGES = 128
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024
 
@@ -84,7 +90,8 @@ class MetricStore:
         self.auto_maintain = auto_maintain
         self.auto_raw_max_span_s = float(auto_raw_max_span_s)
         self._lock = threading.RLock()
-        self._ids: dict[str, int] = {}
+        self._ids: dict[tuple[str, str], int] = {}
+        self._keyed_by_host = True  # False only for a version 1 store opened read-only
         if readonly:
             if not self.path.exists():
                 raise InvalidInput(f"{self.path}: no metric store there")
@@ -106,8 +113,9 @@ class MetricStore:
         db = self._db
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if self.readonly:
-            if version != SCHEMA_VERSION:
+            if version not in (1, SCHEMA_VERSION):
                 raise sqlite3.DatabaseError(f"schema version {version}, expected {SCHEMA_VERSION}")
+            self._keyed_by_host = version == SCHEMA_VERSION
             return
         if version == 0:  # must precede the first page write (journal_mode=WAL writes the header)
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -125,6 +133,17 @@ class MetricStore:
                         if stmt.strip():
                             db.execute(stmt)
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        elif version == 1:  # before hosts: every domain was the local host's
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _MIGRATE_V1.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -153,14 +172,14 @@ class MetricStore:
             raise InvalidInput(f"{self.path}: the metric store is open read-only")
         if not samples:
             return
-        rows: list[tuple[str, float, list[float | None]]] = []
+        rows: list[tuple[tuple[str, str], float, list[float | None]]] = []
         for s in samples:
             unknown = set(s.values) - set(METRICS)
             if unknown:
                 raise ValueError(f"unknown metric(s) {', '.join(sorted(unknown))} in a sample of {s.domain}")
             if not math.isfinite(s.time):
                 raise ValueError(f"sample time of {s.domain} is not finite: {s.time}")
-            rows.append((s.domain, float(s.time), [_clean(s.values.get(m)) for m in METRICS]))
+            rows.append(((s.host, s.domain), float(s.time), [_clean(s.values.get(m)) for m in METRICS]))
         newest = max(r[1] for r in rows)
         oldest = min(r[1] for r in rows)
         placeholders = ", ".join("?" * (len(METRICS) + 2))
@@ -189,11 +208,12 @@ class MetricStore:
             if self.auto_maintain and rolled is not None and newest >= rolled + self.bucket_s:
                 self.maintain(newest)
 
-    def _domain_ids(self, names: Iterable[str]) -> dict[str, int]:
-        missing = [n for n in names if n not in self._ids]
-        for name in missing:
-            self._db.execute("INSERT OR IGNORE INTO domains (name) VALUES (?)", (name,))
-            self._ids[name] = int(self._db.execute("SELECT id FROM domains WHERE name = ?", (name,)).fetchone()[0])
+    def _domain_ids(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        missing = [k for k in keys if k not in self._ids]
+        for host, name in missing:
+            self._db.execute("INSERT OR IGNORE INTO domains (host, name) VALUES (?, ?)", (host, name))
+            self._ids[(host, name)] = int(self._db.execute(
+                "SELECT id FROM domains WHERE host = ? AND name = ?", (host, name)).fetchone()[0])
         return self._ids
 
     def maintain(self, now: float) -> None:
@@ -265,25 +285,32 @@ class MetricStore:
 
     # ------------------------------------------------------------------ reading
     def domains(self) -> list[str]:
-        """Names of the domains with stored data, sorted."""
+        """Names of the domains with stored data, sorted (each once, whatever hosts it ran on)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT name FROM domains WHERE id IN (SELECT domain_id FROM raw)"
+                "SELECT DISTINCT name FROM domains WHERE id IN (SELECT domain_id FROM raw)"
                 " OR id IN (SELECT domain_id FROM rollup) ORDER BY name"
             ).fetchall()
         return [str(r[0]) for r in rows]
 
     def latest(self) -> dict[str, dict[str, Any]]:
-        """The newest raw sample of every domain: ``{domain: {"time": t, metric: value, ...}}``."""
+        """The newest raw sample of every domain: ``{domain: {"time": t, "host": h, metric: value, ...}}``
+        (Domain-0 of the local host; a guest wherever it ran last)."""
         cols = ", ".join(f"r.{m}" for m in METRICS)
+        host = "d.host" if self._keyed_by_host else f"'{LOCAL_HOST}'"
         with self._lock:
             rows = self._db.execute(
-                f"SELECT d.name, r.time, {cols}"
+                f"SELECT d.name, {host}, r.time, {cols}"
                 " FROM (SELECT domain_id, max(time) AS t FROM raw GROUP BY domain_id) AS m"
                 " JOIN raw AS r ON r.domain_id = m.domain_id AND r.time = m.t"
-                " JOIN domains AS d ON d.id = m.domain_id ORDER BY d.name"
+                " JOIN domains AS d ON d.id = m.domain_id ORDER BY r.time"
             ).fetchall()
-        return {str(r[0]): {"time": r[1], **dict(zip(METRICS, r[2:], strict=True))} for r in rows}
+        out: dict[str, dict[str, Any]] = {}
+        for r in rows:  # oldest first: a guest's newest host wins
+            if r[0] == HOST_DOMAIN and r[1] != LOCAL_HOST:
+                continue
+            out[str(r[0])] = {"time": r[2], "host": r[1], **dict(zip(METRICS, r[3:], strict=True))}
+        return dict(sorted(out.items()))
 
     def query(
         self,
@@ -292,8 +319,12 @@ class MetricStore:
         until: float | None = None,
         metrics: Sequence[str] | None = None,
         resolution: Resolution = "auto",
+        host: str | None = None,
     ) -> list[dict[str, Any]]:
         """Rows of one domain between ``since`` and ``until`` (inclusive; None: up to the newest), oldest first.
+
+        ``host`` None: a guest's rows on every host it ran on (its history follows it when it
+        migrates), and the local host's Domain-0. A host name: only what ran there.
 
         Raw rows: ``{"time": t, metric: value, ...}``. Rollup rows (buckets overlapping the range; the
         buckets not rolled up yet are computed from the raw rows on the fly):
@@ -308,20 +339,31 @@ class MetricStore:
         if resolution not in RESOLUTIONS:
             raise InvalidInput(f"unknown resolution {resolution!r}; use raw, rollup or auto")
         hi = math.inf if until is None else float(until)
+        if host is None and domain == HOST_DOMAIN:
+            host = LOCAL_HOST
         with self._lock:
-            row = self._db.execute("SELECT id FROM domains WHERE name = ?", (domain,)).fetchone()
-            if row is None:
+            if not self._keyed_by_host:
+                found = self._db.execute("SELECT id FROM domains WHERE name = ?", (domain,)).fetchall() \
+                    if host in (None, LOCAL_HOST) else []
+            elif host is None:
+                found = self._db.execute("SELECT id FROM domains WHERE name = ?", (domain,)).fetchall()
+            else:
+                found = self._db.execute("SELECT id FROM domains WHERE host = ? AND name = ?",
+                                         (host, domain)).fetchall()
+            ids = [int(r[0]) for r in found]
+            if not ids:
                 return []
-            did = int(row[0])
             if resolution == "auto":
-                resolution = self._pick_resolution(did, float(since), hi)
+                resolution = self._pick_resolution(ids, float(since), hi)
             if resolution == "raw":
-                return self._query_raw(did, float(since), hi, wanted)
-            return self._query_rollup(did, float(since), hi, wanted)
+                rows = [row for did in ids for row in self._query_raw(did, float(since), hi, wanted)]
+                return sorted(rows, key=lambda r: r["time"])
+            return _merge_buckets([self._query_rollup(did, float(since), hi, wanted) for did in ids], wanted)
 
-    def _pick_resolution(self, did: int, since: float, until: float) -> Resolution:
+    def _pick_resolution(self, ids: list[int], since: float, until: float) -> Resolution:
         if until == math.inf:
-            newest = self._db.execute("SELECT max(time) FROM raw WHERE domain_id = ?", (did,)).fetchone()[0]
+            marks = ", ".join("?" * len(ids))
+            newest = self._db.execute(f"SELECT max(time) FROM raw WHERE domain_id IN ({marks})", ids).fetchone()[0]
             until = float(newest) if newest is not None else since
         kept_from = self._meta("raw_kept_from")
         if (kept_from is None or since >= kept_from) and until - since <= self.auto_raw_max_span_s:
@@ -390,6 +432,29 @@ class MetricStore:
             "free_bytes": page * free,
             "wal_bytes": wal.stat().st_size if wal.exists() else 0,
         }
+
+
+def _merge_buckets(per_host: list[list[dict[str, Any]]], wanted: list[str]) -> list[dict[str, Any]]:
+    """Rollup rows of one guest on several hosts (it migrated): one row per bucket, the samples of a
+    bucket it spent on two hosts combined (weighted mean, overall min and max)."""
+    if len(per_host) == 1:
+        return per_host[0]
+    merged: dict[float, dict[str, Any]] = {}
+    for rows in per_host:
+        for row in rows:
+            have = merged.get(row["time"])
+            if have is None:
+                merged[row["time"]] = dict(row)
+                continue
+            n1, n2 = have["samples"], row["samples"]
+            for m in wanted:
+                a, b = have[m], row[m]
+                have[m] = b if a is None else a if b is None else (a * n1 + b * n2) / (n1 + n2)
+                lows = [v for v in (have[f"{m}_min"], row[f"{m}_min"]) if v is not None]
+                highs = [v for v in (have[f"{m}_max"], row[f"{m}_max"]) if v is not None]
+                have[f"{m}_min"], have[f"{m}_max"] = (min(lows) if lows else None), (max(highs) if highs else None)
+            have["samples"] = n1 + n2
+    return [merged[t] for t in sorted(merged)]
 
 
 def _clean(v: float | None) -> float | None:

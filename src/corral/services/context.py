@@ -1,4 +1,5 @@
-"""Wires the services to their adapters once, for the CLI and the REST API alike."""
+"""Wires the services to their adapters once, for the CLI and the REST API alike: the wiring root.
+Services never import it; they are handed what they need."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from corral.config import Settings, load_settings
 from corral.services.guests import GuestService
 from corral.services.host import HostService
 from corral.services.images import ImageService
+from corral.services.registry import HostRegistry
 
 if TYPE_CHECKING:
+    from corral.services.demo import DemoService
     from corral.services.monitoring import MonitoringService
     from corral.services.plans import PlanService
 
@@ -20,17 +23,22 @@ if TYPE_CHECKING:
 @dataclass
 class Corral:
     settings: Settings
-    libvirt: LibvirtHost
+    hosts: HostRegistry
     images: ImageService
     host: HostService
     guests: GuestService
+
+    @property
+    def libvirt(self) -> LibvirtHost:
+        """The default (local) host's libvirt connection: the one host of a one-host installation."""
+        return self.hosts.default.libvirt
 
     @functools.cached_property
     def monitoring(self) -> MonitoringService:
         # Loaded on first use: the store and sampler are not needed by `corral list`.
         from corral.services.monitoring import MonitoringService
 
-        return MonitoringService(self.settings, self.libvirt)
+        return MonitoringService(self.settings, self.hosts)
 
     @functools.cached_property
     def plans(self) -> PlanService:
@@ -38,13 +46,19 @@ class Corral:
 
         return PlanService(self.settings)
 
+    @functools.cached_property
+    def demo(self) -> DemoService:
+        from corral.services.demo import DemoService
+
+        return DemoService(self.settings, self.hosts, self.guests, self.images, self.plans)
+
     def close(self) -> None:
-        self.libvirt.close()
+        self.hosts.close()
 
 
-def open_corral(settings: Settings | None = None) -> Corral:
+def open_corral(settings: Settings | None = None, hosts: HostRegistry | None = None) -> Corral:
     settings = settings or load_settings()
-    libvirt_host = LibvirtHost(settings.libvirt_uri)
+    registry = hosts or HostRegistry(settings.hosts)
     images = ImageService(settings)
-    host = HostService(settings, libvirt_host)
-    return Corral(settings, libvirt_host, images, host, GuestService(settings, libvirt_host, images, host))
+    host = HostService(settings, registry)
+    return Corral(settings, registry, images, host, GuestService(settings, registry, images, host))

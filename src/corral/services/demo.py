@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from corral.adapters.files import write_atomic
 from corral.adapters.libvirt_host import ACTIVE_STATES
+from corral.config import Settings
 from corral.core.errors import Conflict
 from corral.core.spec import GuestSpec, LoadSpec
-from corral.services.context import Corral
-from corral.services.guests import ListedDomain
-from corral.services.images import TINY
+from corral.services.guests import GuestService, ListedDomain
+from corral.services.images import TINY, ImageService
 from corral.services.plans import PlanRequest, PlanService
+from corral.services.registry import HostRegistry
 
 BEFORE_KIND = "legacy-1u"
 CAP = 0.85
@@ -54,50 +56,70 @@ class DemoResult:
     report_path: Path
 
 
-def _ledger(corral: Corral) -> Path:
-    """The demo's own record of the guests it made: only those are ever reused or deleted."""
-    return corral.settings.data_dir / "demo" / "guests.json"
+class DemoService:
+    """`corral demo`: the five servers as loaded guests, and their plan. It keeps a ledger of the guests it
+    made, and touches no others."""
 
+    def __init__(self, settings: Settings, hosts: HostRegistry, guests: GuestService, images: ImageService,
+                 plans: PlanService) -> None:
+        self.settings = settings
+        self.hosts = hosts
+        self.guests = guests
+        self.images = images
+        self.plans = plans
 
-def _made_by_demo(corral: Corral) -> set[str]:
-    try:
-        return set(json.loads(_ledger(corral).read_text()))
-    except (OSError, ValueError):
-        return set()
+    @property
+    def _ledger(self) -> Path:
+        """The demo's own record of the guests it made: only those are ever reused or deleted."""
+        return self.settings.data_dir / "demo" / "guests.json"
 
+    def _made_by_demo(self) -> set[str]:
+        try:
+            return set(json.loads(self._ledger.read_text()))
+        except (OSError, ValueError):
+            return set()
 
-def _record(corral: Corral, names: set[str]) -> None:
-    path = _ledger(corral)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(sorted(names)))
-    tmp.replace(path)
+    def _record(self, names: set[str]) -> None:
+        write_atomic(self._ledger, json.dumps(sorted(names)))
 
+    def run(self, step: Step | None = None) -> DemoResult:
+        """Build the image if needed, create and boot the five guests, plan their consolidation."""
+        say = step or (lambda _what, _done, _total: None)
+        ours = self._made_by_demo()
+        for server in DEMO_SERVERS:
+            if self.hosts.owner(server.name) is not None and server.name not in ours:
+                raise Conflict(f"a guest named {server.name!r} exists and was not made by the demo; the demo "
+                               "leaves it alone: rename or delete it, or point CORRAL_LIBVIRT_URI elsewhere")
+        if not self.images.exists(TINY):
+            self.images.build_tiny(lambda what, fraction: say(f"image: {what}", int(fraction * 100), 100))
+        total = len(DEMO_SERVERS)
+        for done, server in enumerate(DEMO_SERVERS):
+            owner = self.hosts.owner(server.name)
+            if owner is None:
+                say(f"{server.name}: creating", done, total)
+                spec = GuestSpec(server.name, TINY, vcpus=1, memory_mib=server.memory_mib, load=server.load)
+                self.guests.create(spec)
+                ours.add(server.name)
+                self._record(ours)
+                owner = self.hosts.locate(server.name)
+            if owner.libvirt.state(server.name) not in ACTIVE_STATES:
+                say(f"{server.name}: booting", done, total)
+                self.guests.start(server.name, wait=True)
+        say("all five up; planning", total, total)
+        plan, summary, plan_path, report_path = plan_demo(self.plans)
+        return DemoResult(self.guests.listing(sample_s=1.0, fresh=True), plan, summary, plan_path, report_path)
 
-def run_demo(corral: Corral, step: Step | None = None) -> DemoResult:
-    """Build the image if needed, create and boot the five guests, plan their consolidation."""
-    say = step or (lambda _what, _done, _total: None)
-    ours = _made_by_demo(corral)
-    for server in DEMO_SERVERS:
-        if corral.libvirt.exists(server.name) and server.name not in ours:
-            raise Conflict(f"a guest named {server.name!r} exists and was not made by the demo; the demo "
-                           "leaves it alone: rename or delete it, or point CORRAL_LIBVIRT_URI elsewhere")
-    if not corral.images.exists(TINY):
-        corral.images.build_tiny(lambda what, fraction: say(f"image: {what}", int(fraction * 100), 100))
-    total = len(DEMO_SERVERS)
-    for done, server in enumerate(DEMO_SERVERS):
-        if not corral.libvirt.exists(server.name):
-            say(f"{server.name}: creating", done, total)
-            spec = GuestSpec(server.name, TINY, vcpus=1, memory_mib=server.memory_mib, load=server.load)
-            corral.guests.create(spec)
-            ours.add(server.name)
-            _record(corral, ours)
-        if corral.libvirt.state(server.name) not in ACTIVE_STATES:
-            say(f"{server.name}: booting", done, total)
-            corral.guests.start(server.name, wait=True)
-    say("all five up; planning", total, total)
-    plan, summary, plan_path, report_path = plan_demo(corral.plans)
-    return DemoResult(corral.guests.listing(sample_s=1.0, fresh=True), plan, summary, plan_path, report_path)
+    def clean(self) -> list[str]:
+        """Delete the guests the demo made (never a user's guest that shares a name); return their names."""
+        ours = self._made_by_demo()
+        deleted = []
+        for server in DEMO_SERVERS:
+            if server.name in ours and self.hosts.owner(server.name) is not None:
+                self.guests.delete(server.name)
+                deleted.append(server.name)
+            ours.discard(server.name)
+        self._record(ours)
+        return deleted
 
 
 def plan_demo(plans: PlanService) -> tuple[dict[str, Any], list[str], Path, Path]:
@@ -117,16 +139,3 @@ def plan_demo(plans: PlanService) -> tuple[dict[str, Any], list[str], Path, Path
     report_path = plan_path.with_suffix(".html")
     write_html_report(plan, report_path)
     return plan, summary_lines(plan), plan_path, report_path
-
-
-def clean_demo(corral: Corral) -> list[str]:
-    """Delete the guests the demo made (never a user's guest that shares a name); return their names."""
-    ours = _made_by_demo(corral)
-    deleted = []
-    for server in DEMO_SERVERS:
-        if server.name in ours and corral.libvirt.exists(server.name):
-            corral.guests.delete(server.name)
-            deleted.append(server.name)
-        ours.discard(server.name)
-    _record(corral, ours)
-    return deleted

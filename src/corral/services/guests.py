@@ -7,39 +7,49 @@ admission guard before anything is made, and undoes what it made when a later st
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+import uuid as uuid_module
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import libvirt
-import libvirt_qemu
-
 from corral.adapters import qemu_img
-from corral.adapters.accel import emulator_path
-from corral.adapters.files import require_file
-from corral.adapters.hostinfo import host_snapshot
+from corral.adapters.files import require_allowed_file
 from corral.adapters.libvirt_host import ACTIVE_STATES, DomainRow, LibvirtHost
-from corral.adapters.locks import HostLock
+from corral.adapters.locks import Claim, HostLock
 from corral.config import Settings
 from corral.core.capacity import MIB, admission_violations, footprint
 from corral.core.domxml import (
+    CorralMeta,
     DiskPlan,
     DomainPlan,
     build_domain_xml,
     clone_domain_xml,
+    harden_domain_xml,
     parse_domain_xml,
     snapshot_xml,
     tiny_cmdline,
 )
-from corral.core.errors import AdmissionRefused, BackendError, Conflict, GuestTimeout, InvalidInput, NotFound
+from corral.core.errors import (
+    AdmissionRefused,
+    BackendError,
+    Conflict,
+    CorralError,
+    GuestTimeout,
+    InvalidInput,
+    NotFound,
+)
 from corral.core.spec import GuestSpec
 from corral.core.validate import check_domain_name, check_name
+from corral.monitoring.metrics import HOST_DOMAIN
 from corral.services.host import HostService
-from corral.services.images import ImageService
+from corral.services.images import ImageRecord, ImageService, require_self_contained
+from corral.services.registry import Host, HostRegistry
 
 if TYPE_CHECKING:
     from corral.adapters.console import SerialConsole
@@ -49,7 +59,11 @@ GIB = 1024**3
 READY_MARKER = b"CORRAL-READY"
 DEFAULT_TINY_DISK_GIB = 1.0
 DEFAULT_ISO_DISK_GIB = 10.0
+CREATE_MARKER = ".creating"  # in a guest's folder while a create runs, and after one that could not be undone
+ADMISSION_WAIT_S = 20.0  # a start waits this long for the admission lock, then fails (503) instead of hanging
+RESUME_SETTLE_S = 0.5
 Progress = Callable[[str], None]
+log = logging.getLogger("corral.guests")
 
 
 @dataclass(frozen=True)
@@ -63,10 +77,17 @@ class ListedDomain:
     memory_mib: int
     cpu_pct: float | None  # of the domain's own vCPUs (Domain-0: of all host cores); None when off
     cpu_time_s: float
+    reason: str | None = None  # why it is paused, when something other than a user paused it
+    host: str = "local"
+
+    @property
+    def shown_state(self) -> str:
+        return f"{self.state} ({self.reason})" if self.reason else self.state
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "id": self.id, "state": self.state, "vcpus": self.vcpus,
+            "name": self.name, "host": self.host, "id": self.id, "state": self.state, "reason": self.reason,
+            "vcpus": self.vcpus,
             "memory_mib": self.memory_mib,
             "cpu_pct": None if self.cpu_pct is None else round(self.cpu_pct, 1),
             "cpu_time_s": round(self.cpu_time_s, 1),
@@ -87,6 +108,7 @@ class GuestInfo:
     uuid: str
     id: int | None
     state: str
+    reason: str | None
     vcpus: int
     memory_mib: int
     cpu_time_s: float
@@ -98,63 +120,95 @@ class GuestInfo:
     vnc: str | None
     snapshots: list[str] = field(default_factory=list)
     autostart: bool = False
+    host: str = "local"
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 class GuestService:
-    def __init__(self, settings: Settings, libvirt_host: LibvirtHost, images: ImageService,
-                 host: HostService) -> None:
+    def __init__(self, settings: Settings, hosts: HostRegistry, images: ImageService, host: HostService) -> None:
         self.settings = settings
-        self.libvirt = libvirt_host
+        self.hosts = hosts
         self.images = images
         self.host = host
-        # Admission check and start happen under one lock, so two starts cannot both pass the check.
-        self._admission = HostLock(settings.data_dir / "admission.lock")
+        # Per host, the admission check and the start happen under one lock, so two starts cannot both
+        # pass the check.
+        self._admission: dict[str, HostLock] = {}
+
+    def _at(self, name: str) -> LibvirtHost:
+        """The libvirt of the host that has the guest `name` (NotFound when none has it)."""
+        return self.hosts.locate(name).libvirt
+
+    def _admission_lock(self, host: str) -> HostLock:
+        if host not in self._admission:
+            path = self.settings.data_dir / "locks" / f"admission-{host}.lock"
+            self._admission[host] = HostLock(path, f"admission lock of host {host}")
+        return self._admission[host]
 
     # --- admission ---------------------------------------------------------------------
     def check_admission(self, name: str, vcpus: int, memory_mib: int, load_cpu_pct: float | None,
-                        *, beside_running: bool) -> None:
+                        *, beside_running: bool, host: str | None = None) -> None:
         """Refuse (AdmissionRefused) what would break the capacity model.
 
         beside_running: check against the guests running now (start); otherwise against an empty
         host (define only: could this guest ever run here?).
         """
-        snapshot = host_snapshot()
-        running = self.host.running_footprints() if beside_running else []
+        target = self.hosts.get(host)
+        running = self.host.running_footprints(target.name) if beside_running else []
         candidate = footprint(name, vcpus, memory_mib, load_cpu_pct, self.settings.limits)
-        violations = admission_violations(snapshot.facts, self.settings.limits, running, candidate)
+        violations = admission_violations(self.host.facts(target.name), self.settings.limits, running, candidate)
         if violations:
-            where = "beside the running guests" if beside_running else "on this host"
+            where = f"beside the running guests of {target.name}" if beside_running else f"on host {target.name}"
+            if len(self.hosts) == 1:
+                where = "beside the running guests" if beside_running else "on this host"
             raise AdmissionRefused(
                 f"{name} does not fit {where}: " + "; ".join(v.describe() for v in violations)
             )
 
-    # --- create ------------------------------------------------------------------------
-    def create(self, spec: GuestSpec, *, start: bool = False, wait: bool = False,
-               progress: Progress | None = None) -> GuestInfo:
-        say = progress or (lambda _msg: None)
+    def check(self, spec: GuestSpec, *, start: bool, host: str | None = None) -> ImageRecord:
+        """Everything `create` checks before it makes anything, in the same order and with the same
+        errors: the image and its files, the ISO, the load, the name (unique across hosts), the host's
+        admission guard."""
         image = self.images.get(spec.image)
+        self.images.verified_source(image)
         if spec.iso is not None:
-            require_file(spec.iso, "iso")
+            require_allowed_file(spec.iso, "iso", self.settings.allowed_image_dirs)
         if not spec.load.is_idle and image.kind != "kernel":
             raise InvalidInput(f"--load needs the built-in image (tiny); {spec.image!r} runs its own software")
-        if self.libvirt.exists(spec.name):
-            raise Conflict(f"a domain named {spec.name!r} already exists")
+        target = self.hosts.get(host)
+        owner = self.hosts.owner(spec.name)
+        if owner is not None:
+            where = f" on host {owner.name}" if len(self.hosts) > 1 else ""
+            raise Conflict(f"a domain named {spec.name!r} already exists{where}")
         self.check_admission(spec.name, spec.vcpus, spec.memory_mib, spec.load.declared_cpu_pct,
-                             beside_running=start)
+                             beside_running=start, host=target.name)
+        return image
+
+    # --- create ------------------------------------------------------------------------
+    def create(self, spec: GuestSpec, *, start: bool = False, wait: bool = False,
+               progress: Progress | None = None, still_wanted: Callable[[], bool] | None = None,
+               host: str | None = None) -> GuestInfo:
+        """Define a guest (and start it). A create that fails is undone; one that cannot be undone (libvirt
+        gone) leaves a marker so that `corral delete NAME` finishes the job. A guest that was made and
+        started is never removed because it was slow to signal readiness."""
+        say = progress or (lambda _msg: None)
+        target = self.hosts.get(host)
+        lv = target.libvirt
+        image = self.check(spec, start=start, host=target.name)
+        iso = require_allowed_file(spec.iso, "iso", self.settings.allowed_image_dirs) if spec.iso else None
         guest_dir = self.settings.guests_dir / spec.name
-        accel = self.host.accelerator()
-        _make_own_folder(guest_dir)  # exclusive: a concurrent create of the same name gets a Conflict here
-        defined = False
+        accel = self.host.accelerator(target.name)
+        claim = self._claim_folder(spec.name, guest_dir)
+        uuid = str(uuid_module.uuid4())
         try:
             say("making disks")
-            disks = self._make_disks(spec, image.kind, image.path, image.format, guest_dir)
+            disks = self._make_disks(lv, spec, image, iso, guest_dir)
             plan = DomainPlan(
                 name=spec.name,
+                uuid=uuid,
                 domain_type=accel.domain_type,
-                emulator=emulator_path(),
+                emulator=lv.node_info().emulator,
                 vcpus=spec.vcpus,
                 memory_mib=spec.memory_mib,
                 image=spec.image,
@@ -164,201 +218,369 @@ class GuestService:
                 kernel=Path(image.kernel) if image.kernel else None,
                 initrd=Path(image.initrd) if image.initrd else None,
                 cmdline=tiny_cmdline(image.cmdline or "", spec.name, spec.load) if image.kind == "kernel" else None,
-                readiness="serial" if image.kind == "kernel" else "agent",
-                network=self.host.network()[0],
+                readiness=_readiness(image.kind, iso is not None),
+                network=self.host.network(target.name)[0],
             )
             say("defining the domain")
-            self.libvirt.define(build_domain_xml(plan))
-            defined = True
+            lv.define(build_domain_xml(plan))
             if start:
-                self.start(spec.name, wait=wait, progress=progress)
+                self._start(target, spec.name, progress, still_wanted)
         except BaseException as exc:
-            last_words = _log_tail(guest_dir / "console.log") if isinstance(exc, GuestTimeout) else ""
-            if defined:
-                with contextlib.suppress(Exception):
-                    if self.libvirt.state(spec.name) in ACTIVE_STATES:
-                        self.libvirt.act(spec.name, "destroy", lambda d: d.destroy())
-                    self.libvirt.undefine(spec.name)
-            shutil.rmtree(guest_dir, ignore_errors=True)
-            if isinstance(exc, GuestTimeout):
-                raise GuestTimeout(f"{spec.name} did not come up within {self.settings.boot_timeout_s:g} s "
-                                   f"and was removed; its console ended with: {last_words or '(nothing)'}") from None
-            if isinstance(exc, OSError):
-                raise BackendError(f"create {spec.name}: {exc}") from None
+            self._undo_create(lv, spec.name, uuid, guest_dir, claim, exc)
             raise
+        claim.release(remove=True)  # whole: defined, and running if asked
+        if start and wait:
+            say("waiting for the guest to come up")
+            self._wait_after_create(spec.name)
         return self.info(spec.name)
 
-    def _make_disks(self, spec: GuestSpec, kind: str, base: str | None, base_format: str | None,
+    def _claim_folder(self, name: str, guest_dir: Path) -> Claim:
+        """Make the guest's folder (exclusively) and hold its create marker while the create runs."""
+        try:
+            guest_dir.parent.mkdir(parents=True, exist_ok=True)
+            guest_dir.mkdir()
+        except FileExistsError:
+            marker = guest_dir / CREATE_MARKER
+            holder = Claim.holder(marker)
+            if holder is not None:
+                raise Conflict(f"another create of {name} is in progress (process {holder.get('pid', '?')})") from None
+            if marker.exists():
+                raise Conflict(f"an earlier create of {name} did not finish and left {guest_dir}; clear it with: "
+                               f"corral delete {name}") from None
+            raise Conflict(f"{guest_dir} holds files of an earlier guest named {name} (deleted with "
+                           "--keep-disks?); move them away first") from None
+        except OSError as exc:
+            raise BackendError(f"cannot create {guest_dir}: {exc.strerror}") from None
+        try:
+            return Claim.take(guest_dir / CREATE_MARKER, {"name": name})
+        except OSError as exc:
+            shutil.rmtree(guest_dir, ignore_errors=True)
+            raise BackendError(f"cannot write the create marker in {guest_dir}: {exc.strerror}") from None
+
+    def _undo_create(self, lv: LibvirtHost, name: str, uuid: str, guest_dir: Path, claim: Claim,
+                     cause: BaseException) -> None:
+        """Undo a failed create, domain first: disks are removed only once libvirt says no domain of this
+        create exists, so a defined domain never loses its disks. If libvirt cannot say, everything stays
+        (with the marker) and the error says how to clear it."""
+        try:
+            if lv.uuid_of(name) == uuid:  # ours (the reply to define may have been lost)
+                with contextlib.suppress(Conflict):  # not running
+                    lv.destroy(name)
+                lv.undefine(name)
+            gone = lv.uuid_of(name) != uuid
+        except CorralError as exc:
+            log.warning("could not undo the create of %s: %s", name, exc.message)
+            gone = False
+        kept_log = _keep_console_log(guest_dir / "console.log", self.settings.data_dir / "logs", name)
+        if not gone:
+            claim.release(remove=False)
+            detail = f"libvirt did not answer while undoing it: {guest_dir} and possibly a domain named {name} " \
+                     f"were left; clear them with: corral delete {name}"
+            _add_note(cause, detail)
+            return
+        shutil.rmtree(guest_dir, ignore_errors=True)
+        claim.release(remove=False)  # its file went with the folder
+        if kept_log is not None:
+            _add_note(cause, f"its console log is kept at {kept_log}")
+
+    def _make_disks(self, lv: LibvirtHost, spec: GuestSpec, image: ImageRecord, iso: Path | None,
                     guest_dir: Path) -> list[DiskPlan]:
         disks: list[DiskPlan] = []
         disk0 = guest_dir / "disk0.qcow2"
-        if kind == "disk" and base:
-            base_size = qemu_img.info(Path(base)).get("virtual-size", 0)
+        base = Path(image.path) if image.path else None
+        if image.kind == "disk" and base is not None:
+            base_size = qemu_img.info(base).get("virtual-size", 0)
             wanted = int(spec.disk_gib * GIB) if spec.disk_gib else None
             size = max(wanted, int(base_size)) if wanted else None
-            qemu_img.create_overlay(Path(base), base_format or "raw", disk0, size)
+            qemu_img.create_overlay(base, image.format or "raw", disk0, size)
+            disks.append(DiskPlan(disk0, "qcow2", backing=base, backing_format=image.format or "raw"))
         else:
-            default = DEFAULT_TINY_DISK_GIB if kind == "kernel" else DEFAULT_ISO_DISK_GIB
+            default = DEFAULT_TINY_DISK_GIB if image.kind == "kernel" else DEFAULT_ISO_DISK_GIB
             qemu_img.create_blank(disk0, int((spec.disk_gib or default) * GIB))
-        disks.append(DiskPlan(disk0, "qcow2"))
-        if kind == "iso" and base:
-            disks.append(DiskPlan(Path(base), "raw", "cdrom", owned=False))
-        if spec.iso is not None:
-            disks.append(DiskPlan(spec.iso, "raw", "cdrom", owned=False))
+            disks.append(DiskPlan(disk0, "qcow2"))
+        self._give_to_qemu(lv, disk0)
+        if image.kind == "iso" and base is not None:
+            disks.append(DiskPlan(base, "raw", "cdrom", owned=False))
+        if iso is not None:
+            disks.append(DiskPlan(iso, "raw", "cdrom", owned=False))
         return disks
 
+    @staticmethod
+    def _give_to_qemu(lv: LibvirtHost, path: Path) -> None:
+        """A file Corral made for a guest belongs to the user QEMU runs as (libvirt relabels nothing)."""
+        uid, gid = lv.qemu_identity()
+        try:
+            os.chown(path, uid, gid)
+        except OSError as exc:
+            raise BackendError(f"cannot give {path} to QEMU's user {uid}:{gid}: {exc.strerror}") from None
+
     # --- life cycle ----------------------------------------------------------------------
-    def start(self, name: str, *, wait: bool = False, progress: Progress | None = None) -> GuestInfo:
+    def start(self, name: str, *, wait: bool = False, progress: Progress | None = None,
+              still_wanted: Callable[[], bool] | None = None) -> GuestInfo:
+        """Start a guest (the admission guard first). With `wait`, return once it signals readiness.
+        `still_wanted` is asked once the admission lock is held: a request its client gave up on while
+        waiting for the lock starts nothing."""
         say = progress or (lambda _msg: None)
-        with self._admission.held():
-            state = self.libvirt.state(name)
-            if state in ACTIVE_STATES:
-                raise Conflict(f"{name} is already {state}")
-            self._admit_defined(name)
-            say("starting")
-            log_offset = self.console_log_size(name)
-            self.libvirt.act(name, "start", lambda d: d.create())
+        log_offset = self._start(self.hosts.locate(name), name, progress, still_wanted)
         if wait:
             say("waiting for the guest to come up")
-            self.wait_ready(name, self.settings.boot_timeout_s, log_offset=log_offset)
+            signal = self.wait_ready(name, self.settings.boot_timeout_s, log_offset=log_offset)
+            say(f"up ({signal.describe()}, {signal.seconds:.1f} s)")
         return self.info(name)
 
-    def _admit_defined(self, name: str) -> None:
+    def _start(self, target: Host, name: str, progress: Progress | None,
+               still_wanted: Callable[[], bool] | None) -> int:
+        say = progress or (lambda _msg: None)
+        lv = target.libvirt
+        with self._admission_lock(target.name).held(ADMISSION_WAIT_S):
+            if still_wanted is not None and not still_wanted():
+                raise Conflict(f"the request to start {name} was abandoned by its client; nothing was started")
+            state = lv.state(name)
+            if state in ACTIVE_STATES:
+                raise Conflict(f"{name} is already {state}")
+            self._check_files(lv, name)
+            self._admit_defined(target, name)
+            say("starting")
+            log_offset = self.console_log_size(name)
+            lv.start(name)
+        return log_offset
+
+    def _check_files(self, lv: LibvirtHost, name: str) -> None:
+        """Before a Corral guest starts: the files it was given are still allowed, regular and
+        self-contained, its own disks still back onto exactly their recorded base, and its definition
+        tells libvirt to relabel nothing (definitions from older Corrals are brought up to date)."""
+        xml = lv.xml(name, inactive=True)
+        facts = parse_domain_xml(xml)
+        if facts.meta is None:
+            return  # not Corral's: started as its maker defined it
+        allowed = self.settings.allowed_image_dirs
+        owned = set(self._own_files(name, facts.meta))
+        backing: dict[Path, tuple[Path, str]] = {}
+        for disk in facts.disks:
+            if disk.path in owned:
+                header_backing, data_file = qemu_img.qcow2_references(disk.path)
+                if data_file or (header_backing and Path(header_backing) != disk.backing
+                                 and disk.backing is not None):
+                    raise InvalidInput(f"{disk.path} of {name} now refers to another file "
+                                       f"({header_backing or 'an external data file'}); refused")
+                base = disk.backing or (Path(header_backing) if header_backing else None)
+                if base is not None:
+                    fmt = disk.backing_format or "raw"
+                    require_self_contained(require_allowed_file(base, f"the base image of {name}", allowed), fmt)
+                    backing[disk.path] = (base, fmt)
+            else:
+                source = require_allowed_file(disk.path, f"{disk.device} {disk.path} of {name}", allowed)
+                require_self_contained(source, disk.format)
+        for part in (facts.kernel, facts.initrd):
+            if part is not None:
+                require_allowed_file(part, f"the kernel or initrd of {name}", allowed)
+        updated = harden_domain_xml(xml, backing)
+        if updated is not None:
+            lv.define(updated)
+
+    def _admit_defined(self, target: Host, name: str) -> None:
         """The admission check for a defined guest about to run (call with the admission lock held)."""
-        facts = parse_domain_xml(self.libvirt.xml(name, inactive=True))
+        facts = parse_domain_xml(target.libvirt.xml(name, inactive=True))
         load = facts.meta.load.declared_cpu_pct if facts.meta else None
-        self.check_admission(name, facts.vcpus, facts.memory_mib, load, beside_running=True)
+        self.check_admission(name, facts.vcpus, facts.memory_mib, load, beside_running=True, host=target.name)
+
+    def _console_log(self, name: str, meta: CorralMeta | None) -> Path | None:
+        """The guest's console log when it is in the guest's own folder (metadata anyone in the libvirt
+        group can write never makes Corral read or delete a file elsewhere)."""
+        if meta is None or meta.console_log is None:
+            return None
+        return meta.console_log if _inside(meta.console_log, self.settings.guests_dir / name) else None
+
+    def _own_files(self, name: str, meta: CorralMeta) -> list[Path]:
+        return [path for path in meta.owned_files if _inside(path, self.settings.guests_dir / name)]
 
     def console_log_size(self, name: str) -> int:
         """Where the next boot's output will begin in the guest's console log."""
-        meta = parse_domain_xml(self.libvirt.xml(name, inactive=True)).meta
-        if meta is None or meta.console_log is None:
+        lv = self._at(name)
+        log_path = self._console_log(name, parse_domain_xml(lv.xml(name, inactive=True)).meta)
+        if log_path is None:
             return 0
         try:
-            return meta.console_log.stat().st_size
+            return log_path.stat().st_size
         except OSError:
             return 0
 
-    def wait_ready(self, name: str, timeout_s: float, *, log_offset: int = 0) -> float:
-        """Block until the guest is up; return the seconds it took from now.
+    def wait_ready(self, name: str, timeout_s: float, *, log_offset: int = 0) -> ReadySignal:
+        """Block until the guest gives the readiness signal it can give, and say which it was.
 
-        The tiny image says so on its console (looked for past `log_offset`, where this boot
-        began); other images answer the QEMU guest agent.
+        The tiny image prints a line on its console (looked for past `log_offset`, where this boot
+        began); images with the QEMU guest agent answer it; a guest booting an installer ISO, or one
+        Corral did not make, can only be seen running. GuestTimeout (the guest is left running) when
+        the signal does not come in time.
         """
         began = time.monotonic()
-        facts = parse_domain_xml(self.libvirt.xml(name))
-        meta = facts.meta
+        lv = self._at(name)
+        facts = parse_domain_xml(lv.xml(name))
+        readiness = facts.meta.readiness if facts.meta is not None else "running"
+        console_log = self._console_log(name, facts.meta)
+        if readiness == "serial" and console_log is None:
+            readiness = "running"
         deadline = began + timeout_s
-        while time.monotonic() < deadline:
-            if self.libvirt.state(name) not in ACTIVE_STATES:
-                raise BackendError(f"{name} stopped while booting; see its console log")
-            if meta is not None and meta.readiness == "serial" and meta.console_log is not None:
-                if _log_has(meta.console_log, READY_MARKER, log_offset):
-                    return time.monotonic() - began
-            elif self._agent_answers(name):
-                return time.monotonic() - began
+        while True:
+            state = lv.state(name)
+            if state not in ACTIVE_STATES:
+                where = f"; see {console_log}" if console_log else ""
+                raise BackendError(f"{name} stopped while booting (it is {state}){where}")
+            if readiness == "running":
+                seen = state == "running"
+            elif readiness == "serial":
+                seen = console_log is not None and _log_has(console_log, READY_MARKER, log_offset)
+            else:
+                seen = lv.agent_ping(name)
+            if seen:
+                return ReadySignal(readiness, time.monotonic() - began)
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.05)
-        where = f"; see {meta.console_log}" if meta and meta.console_log else ""
-        raise GuestTimeout(f"{name} did not come up within {timeout_s:g} s (it is still running{where})")
+        where = f"; its console log is {console_log}" if console_log else ""
+        raise GuestTimeout(f"{name} is running but gave no readiness signal ({SIGNALS[readiness]}) within "
+                           f"{timeout_s:g} s; it was left running{where}")
 
-    def _agent_answers(self, name: str) -> bool:
+    def _wait_after_create(self, name: str) -> None:
         try:
-            dom = self.libvirt.domain(name)
-            libvirt_qemu.qemuAgentCommand(dom, '{"execute":"guest-ping"}', 1, 0)
-            return True
-        except libvirt.libvirtError:
-            return False
+            self.wait_ready(name, self.settings.boot_timeout_s)
+        except GuestTimeout as exc:
+            raise GuestTimeout(f"{exc.message}. The guest was made and is kept: "
+                               f"corral delete {name} removes it") from None
 
     def shutdown(self, name: str, *, timeout_s: float = 60, force: bool = False) -> GuestInfo:
         """ACPI power button, then wait; with force, power off whatever is still running."""
-        self._require_active(name, "shut down")
-        if self.libvirt.state(name) == "paused":  # a paused guest cannot see the power button
+        lv = self._at(name)
+        self._require_active(lv, name, "shut down")
+        if lv.state(name) == "paused":  # a paused guest cannot see the power button
             if not force:
                 raise Conflict(f"cannot shut down {name} while it is paused: resume it first, or use --force")
-            self.libvirt.act(name, "power off", lambda d: d.destroy())
+            lv.destroy(name)
             return self.info(name)
-        self.libvirt.act(name, "shut down", lambda d: d.shutdown())
-        if not self.libvirt.wait_state(name, {"shut-off", "crashed"}, timeout_s):
+        lv.shutdown(name)
+        if not lv.wait_state(name, {"shut-off", "crashed"}, timeout_s):
             if not force:
                 raise GuestTimeout(
                     f"{name} did not shut down within {timeout_s:g} s; use --force or poweroff")
-            self.libvirt.act(name, "power off", lambda d: d.destroy())
+            lv.destroy(name)
         return self.info(name)
 
     def poweroff(self, name: str) -> GuestInfo:
-        self._require_active(name, "power off")
-        self.libvirt.act(name, "power off", lambda d: d.destroy())
+        lv = self._at(name)
+        self._require_active(lv, name, "power off")
+        lv.destroy(name)
         return self.info(name)
 
     def reboot(self, name: str) -> GuestInfo:
-        self._require_active(name, "reboot")
-        self.libvirt.act(name, "reboot", lambda d: d.reboot(0))
+        lv = self._at(name)
+        self._require_active(lv, name, "reboot")
+        lv.reboot(name)
         return self.info(name)
 
     def pause(self, name: str) -> GuestInfo:
-        if self.libvirt.state(name) == "paused":
+        lv = self._at(name)
+        if lv.state(name) == "paused":
             raise Conflict(f"{name} is already paused")
-        self._require_active(name, "pause")
-        self.libvirt.act(name, "pause", lambda d: d.suspend())
+        self._require_active(lv, name, "pause")
+        lv.suspend(name)
         return self.info(name)
 
     def resume(self, name: str) -> GuestInfo:
-        if self.libvirt.state(name) != "paused":
-            raise Conflict(f"{name} is not paused (it is {self.libvirt.state(name)})")
-        self.libvirt.act(name, "resume", lambda d: d.resume())
+        lv = self._at(name)
+        state = lv.state(name)
+        if state != "paused":
+            raise Conflict(f"{name} is not paused (it is {state})")
+        reason = lv.pause_reason(name)
+        lv.resume(name)
+        if reason is not None:  # paused by QEMU itself: does it stay resumed?
+            time.sleep(RESUME_SETTLE_S)
+            again = lv.pause_reason(name)
+            if again is not None:
+                raise BackendError(f"{name} was paused by an {again} and paused again at once when resumed: "
+                                   "fix the cause first (e.g. free space where its disks are)")
         return self.info(name)
 
-    def _require_active(self, name: str, action: str) -> None:
-        state = self.libvirt.state(name)
+    @staticmethod
+    def _require_active(lv: LibvirtHost, name: str, action: str) -> None:
+        state = lv.state(name)
         if state not in ACTIVE_STATES:
             raise Conflict(f"cannot {action} {name}: it is {state}")
 
     # --- delete and clone --------------------------------------------------------------------
     def delete(self, name: str, *, keep_disks: bool = False) -> list[str]:
-        """Remove the domain and the files Corral made for it; return what was left on disk."""
-        facts = parse_domain_xml(self.libvirt.xml(name, inactive=True))
-        if self.libvirt.state(name) in ACTIVE_STATES:
-            self.libvirt.act(name, "power off", lambda d: d.destroy())
-        self.libvirt.undefine(name)
-        kept: list[str] = []
+        """Remove the domain and the files Corral made for it in its own folder; return what was left on
+        disk. With no domain of that name, clear what an unfinished create left."""
+        check_domain_name(name)
+        guest_dir = self.settings.guests_dir / name
+        holder = Claim.holder(guest_dir / CREATE_MARKER)
+        if holder is not None:
+            raise Conflict(f"a create of {name} is in progress (process {holder.get('pid', '?')}); wait for it")
+        owner = self.hosts.owner(name)
+        if owner is None:
+            return self._clear_unfinished_create(name, guest_dir)
+        lv = owner.libvirt
+        facts = parse_domain_xml(lv.xml(name, inactive=True))
+        if lv.state(name) in ACTIVE_STATES:
+            lv.destroy(name)
+        lv.undefine(name)
         meta = facts.meta
         if meta is None:
             return [str(d.path) for d in facts.disks if d.device == "disk"]  # not ours to remove
-        for path in meta.owned_files:
-            if keep_disks:
-                kept.append(str(path))
-            else:
+        own = self._own_files(name, meta)
+        kept = [str(p) for p in meta.owned_files if p not in own]  # named elsewhere: never Corral's to delete
+        if kept:
+            log.warning("%s's metadata names files outside %s; they were left alone: %s", name, guest_dir,
+                        ", ".join(kept))
+        if keep_disks:
+            kept.extend(str(p) for p in own)
+            console_log = self._console_log(name, meta)
+            if console_log is not None:
+                console_log.unlink(missing_ok=True)
+            (guest_dir / CREATE_MARKER).unlink(missing_ok=True)
+        else:
+            for path in own:
                 path.unlink(missing_ok=True)
-        if meta.console_log is not None:
-            meta.console_log.unlink(missing_ok=True)
-        guest_dir = self.settings.guests_dir / name
-        if guest_dir.is_dir() and not keep_disks:
-            shutil.rmtree(guest_dir, ignore_errors=True)
+            if guest_dir.is_dir() and not guest_dir.is_symlink():
+                shutil.rmtree(guest_dir, ignore_errors=True)
         return kept
+
+    def _clear_unfinished_create(self, name: str, guest_dir: Path) -> list[str]:
+        if (guest_dir / CREATE_MARKER).exists() and not guest_dir.is_symlink():
+            shutil.rmtree(guest_dir, ignore_errors=True)
+            log.warning("removed %s, left by a create of %s that did not finish", guest_dir, name)
+            return []
+        raise NotFound(f"no domain named {name!r}")
 
     def clone(self, source: str, new_name: str) -> GuestInfo:
         check_domain_name(new_name)
-        if self.libvirt.exists(new_name):
+        if self.hosts.owner(new_name) is not None:
             raise Conflict(f"a domain named {new_name!r} already exists")
-        state = self.libvirt.state(source)
+        lv = self._at(source)
+        state = lv.state(source)
         if state not in ("shut-off", "crashed"):
             raise Conflict(f"cannot clone {source} while it is {state}: shut it down first")
-        xml = self.libvirt.xml(source, inactive=True)
+        xml = lv.xml(source, inactive=True)
         facts = parse_domain_xml(xml)
         if facts.meta is None:
             raise Conflict(f"{source} was not made by Corral; clone it with virt-clone")
+        own = self._own_files(source, facts.meta)
+        if len(own) != len(facts.meta.owned_files):
+            raise InvalidInput(f"{source}'s metadata names files outside its folder; refusing to copy them")
         guest_dir = self.settings.guests_dir / new_name
-        _make_own_folder(guest_dir)
+        claim = self._claim_folder(new_name, guest_dir)
+        uuid = str(uuid_module.uuid4())
         path_map: dict[Path, Path] = {}
         try:
-            for index, owned in enumerate(facts.meta.owned_files):
+            for index, owned in enumerate(own):
                 target = guest_dir / (owned.name if owned.name else f"disk{index}.qcow2")
                 qemu_img.copy_keeping_backing(owned, target)
+                self._give_to_qemu(lv, target)
                 path_map[owned] = target
-            self.libvirt.define(clone_domain_xml(xml, new_name, path_map, guest_dir / "console.log"))
-        except BaseException:
-            shutil.rmtree(guest_dir, ignore_errors=True)
+            lv.define(clone_domain_xml(xml, new_name, path_map, guest_dir / "console.log", uuid))
+        except BaseException as exc:
+            self._undo_create(lv, new_name, uuid, guest_dir, claim, exc)
             raise
+        claim.release(remove=True)
         return self.info(new_name)
 
     # --- snapshots ---------------------------------------------------------------------------
@@ -367,80 +589,101 @@ class GuestService:
         if snapshot in [s.name for s in self.snapshot_list(name)]:
             raise Conflict(f"{name} already has a snapshot named {snapshot!r}")
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        self.libvirt.act(name, "snapshot", lambda d: d.snapshotCreateXML(
-            snapshot_xml(snapshot, f"made by Corral at {stamp}"), 0))
+        self._at(name).snapshot_create(name, snapshot_xml(snapshot, f"made by Corral at {stamp}"))
         return next(s for s in self.snapshot_list(name) if s.name == snapshot)
 
     def snapshot_list(self, name: str) -> list[SnapshotInfo]:
-        def read(dom: libvirt.virDomain) -> list[SnapshotInfo]:
-            result = []
-            for snap in dom.listAllSnapshots(0):
-                facts = _snapshot_facts(snap.getXMLDesc(0))
-                result.append(SnapshotInfo(snap.getName(), facts[0], facts[1], bool(snap.isCurrent(0))))
-            return sorted(result, key=lambda s: s.created)
-
-        result: list[SnapshotInfo] = self.libvirt.act(name, "list snapshots of", read)
-        return result
+        result = []
+        for snap_name, xml, current in self._at(name).snapshots(name):
+            created, state = _snapshot_facts(xml)
+            result.append(SnapshotInfo(snap_name, created, state, current))
+        return sorted(result, key=lambda s: s.created)
 
     def snapshot_revert(self, name: str, snapshot: str) -> GuestInfo:
         """Return to a snapshot. One taken while the guest ran starts it: the guard is asked first."""
         check_name(snapshot, "snapshot name")
-        with self._admission.held():
+        target = self.hosts.locate(name)
+        lv = target.libvirt
+        with self._admission_lock(target.name).held(ADMISSION_WAIT_S):
             taken_running = any(s.name == snapshot and s.state in ("running", "paused")
                                 for s in self.snapshot_list(name))
-            if taken_running and self.libvirt.state(name) not in ACTIVE_STATES:
-                self._admit_defined(name)
-            self.libvirt.act(name, f"revert to snapshot {snapshot} of",
-                             lambda d: d.revertToSnapshot(d.snapshotLookupByName(snapshot, 0), 0))
+            if taken_running and lv.state(name) not in ACTIVE_STATES:
+                self._check_files(lv, name)
+                self._admit_defined(target, name)
+            lv.snapshot_revert(name, snapshot)
         return self.info(name)
 
     def snapshot_delete(self, name: str, snapshot: str) -> None:
         check_name(snapshot, "snapshot name")
-        self.libvirt.act(name, f"delete snapshot {snapshot} of",
-                         lambda d: d.snapshotLookupByName(snapshot, 0).delete(0))
+        self._at(name).snapshot_delete(name, snapshot)
 
     # --- reading -----------------------------------------------------------------------------
     def info(self, name: str) -> GuestInfo:
-        row = self._row(name)
-        facts = parse_domain_xml(self.libvirt.xml(name))
+        owner = self.hosts.locate(name)
+        lv = owner.libvirt
+        row = self._row(lv, name)
+        facts = parse_domain_xml(lv.xml(name))
         meta = facts.meta
         snapshots = [s.name for s in self.snapshot_list(name)]
-        autostart = bool(self.libvirt.act(name, "read autostart of", lambda d: d.autostart()))
+        autostart = lv.autostart(name)
+        console_log = self._console_log(name, meta)
         return GuestInfo(
-            name=row.name, uuid=row.uuid, id=row.id, state=row.state, vcpus=row.vcpus,
+            name=row.name, uuid=row.uuid, id=row.id, state=row.state, reason=row.reason, vcpus=row.vcpus,
             memory_mib=row.memory_mib, cpu_time_s=row.cpu_time_ns / 1e9,
             managed_by_corral=meta is not None,
             image=meta.image if meta else None,
             load=meta.load.as_text() if meta else None,
             disks=[{"path": str(d.path), "format": d.format, "device": d.device} for d in facts.disks],
-            console_log=str(meta.console_log) if meta and meta.console_log else None,
+            console_log=str(console_log) if console_log else None,
             vnc=f"127.0.0.1:{facts.vnc_port}" if facts.vnc_port else None,
             snapshots=snapshots,
             autostart=autostart,
+            host=owner.name,
         )
 
-    def _row(self, name: str) -> DomainRow:
-        for row in self.libvirt.rows():
+    @staticmethod
+    def _row(lv: LibvirtHost, name: str) -> DomainRow:
+        for row in lv.rows():
             if row.name == name:
                 return row
         raise NotFound(f"no domain named {name!r}")
 
     def listing(self, sample_s: float = 0.05, *, fresh: bool = False,
-                since: Sequence[Counters] | None = None) -> list[ListedDomain]:
-        """Domain-0 first, then every guest, with CPU % from the monitoring core's rate code.
+                since: Mapping[str, Sequence[Counters]] | Sequence[Counters] | None = None,
+                host: str | None = None) -> list[ListedDomain]:
+        """Per host (every host, or the one named), its Domain-0 and then its guests, with CPU % from
+        the monitoring core's rate code. A host that cannot be reached is one row saying so.
 
         The CPU window runs from an earlier reading when that is between 0.1 s and 60 s old and
-        covers every running guest: `since` (the background sampler's last one, in `corral serve`)
-        or else the previous listing's (like `top` between refreshes; `fresh` ignores it);
+        covers every running guest: `since` (the background sampler's last one per host, in `corral
+        serve`) or else the previous listing's (like `top` between refreshes; `fresh` ignores it);
         otherwise it runs over `sample_s` now.
         """
-        from corral.adapters import reading_cache
-        from corral.monitoring.metrics import HOST_DOMAIN
+        earlier = {self.hosts.default.name: since} if isinstance(since, Sequence) else since
+        targets = [self.hosts.get(host)] if host is not None else list(self.hosts)
+        listed: list[ListedDomain] = []
+        failures: list[CorralError] = []
+        for target in targets:
+            try:
+                listed.extend(self._host_listing(target, sample_s, fresh,
+                                                 None if earlier is None else earlier.get(target.name, [])))
+            except CorralError as exc:
+                failures.append(exc)
+                listed.append(ListedDomain(HOST_DOMAIN, None, "unreachable", 0, 0, None, 0.0, exc.message,
+                                           target.name))
+        if len(failures) == len(targets):  # nothing to show but errors: say the first one
+            raise failures[0]
+        return listed
+
+    def _host_listing(self, target: Host, sample_s: float, fresh: bool,
+                      since: Sequence[Counters] | None) -> list[ListedDomain]:
+        from corral.monitoring import reading_cache
         from corral.monitoring.rates import sample_values
         from corral.monitoring.sampler import Sampler
 
-        sampler = Sampler(self.libvirt)
-        cache = self.settings.cache_dir / "list-reading.json"
+        lv = target.libvirt
+        sampler = Sampler(lv, target.name, on_this_machine=target.spec.on_this_machine)
+        cache = self.settings.cache_dir / f"list-reading-{target.name}.json"
         now = sampler.read()
         earlier = [] if fresh else since if since is not None else reading_cache.load(cache)
         previous = {c.domain: c for c in earlier}
@@ -452,42 +695,87 @@ class GuestService:
             now = sampler.read()
         if since is None:
             reading_cache.save(cache, now)
-        cpu = {c.domain: sample_values(previous.get(c.domain), c, sampler.host_cores)["cpu_pct"] for c in now}
-        host = now[0]  # Domain-0's reading already has its cores and memory
-        listed = [ListedDomain(HOST_DOMAIN, 0, "running", host.cpus, int(host.mem_total_bytes or 0) // MIB,
-                               cpu.get(HOST_DOMAIN), host.cpu_time_s)]
-        for row in self.libvirt.rows():
+        cores = sampler.host_cores
+        cpu = {c.domain: sample_values(previous.get(c.domain), c, cores)["cpu_pct"] for c in now}
+        dom0 = now[0]  # Domain-0's reading already has its cores and memory
+        listed = [ListedDomain(HOST_DOMAIN, 0, "running", dom0.cpus, int(dom0.mem_total_bytes or 0) // MIB,
+                               cpu.get(HOST_DOMAIN), dom0.cpu_time_s, None, target.name)]
+        for row in lv.rows():
             listed.append(ListedDomain(row.name, row.id, row.state, row.vcpus, row.memory_mib,
                                        cpu.get(row.name) if row.state in ACTIVE_STATES else None,
-                                       row.cpu_time_ns / 1e9))
+                                       row.cpu_time_ns / 1e9, row.reason, target.name))
         return listed
 
     def remove_image(self, image: str) -> None:
-        """Forget an image, refused while any guest (running or not) is made from it."""
+        """Forget an image, refused while any guest (running or not, on any host) is made from it."""
         users = []
-        for row in self.libvirt.rows():
-            meta = parse_domain_xml(self.libvirt.xml(row.name, inactive=True)).meta
-            if meta is not None and meta.image == image:
-                users.append(row.name)
+        for target in self.hosts:
+            lv = target.libvirt
+            for row in lv.rows():
+                meta = parse_domain_xml(lv.xml(row.name, inactive=True)).meta
+                if meta is not None and meta.image == image:
+                    users.append(row.name)
         self.images.remove(image, users)
 
-    def open_console(self, name: str) -> SerialConsole:
-        from corral.adapters.console import SerialConsole  # its event loop only when a console opens
+    def open_console(self, name: str, *, force: bool = False) -> SerialConsole:
+        """The guest's serial console. Refused (Conflict) while another session has it, unless `force`,
+        which takes it over (the other session ends, told why), as `virsh console --force` does."""
+        lv = self._at(name)
+        self._require_active(lv, name, "open the console of")
+        return lv.open_console(name, force=force)
 
-        self._require_active(name, "open the console of")
-        return SerialConsole(self.libvirt.uri, name)
+
+@dataclass(frozen=True)
+class ReadySignal:
+    """Which readiness signal a guest gave, and how long after the wait began."""
+
+    kind: str  # serial | agent | running
+    seconds: float
+
+    def describe(self) -> str:
+        return SIGNALS[self.kind]
 
 
-def _make_own_folder(folder: Path) -> None:
-    """Create a guest's folder, failing if it exists: only its creator may ever remove it."""
+SIGNALS = {"serial": "its readiness line on the console", "agent": "the QEMU guest agent answered",
+           "running": "running; no other signal to wait for"}
+
+
+def _readiness(image_kind: str, has_iso: bool) -> str:
+    if image_kind == "kernel":
+        return "serial"
+    if image_kind == "iso" or has_iso:
+        return "running"  # an installer prints nothing Corral can read and has no agent
+    return "agent"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """`path` (symlinks resolved) lies in `folder`."""
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        folder.mkdir()
-    except FileExistsError:
-        raise Conflict(f"{folder} already exists (another create of this name, or left from an earlier "
-                       "guest); remove it first") from None
-    except OSError as exc:
-        raise BackendError(f"cannot create {folder}: {exc.strerror}") from None
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+    except (OSError, ValueError):
+        return False
+
+
+def _keep_console_log(path: Path, logs_dir: Path, name: str) -> Path | None:
+    """Move a failed create's console log out of the folder about to be removed; its new path."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        target = logs_dir / f"{name}.failed-create.{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
+        shutil.move(path, target)
+        return target
+    except OSError:
+        return None
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    """Add what was left (or kept) to the one-line message of a Corral error."""
+    if isinstance(exc, CorralError):
+        exc.message = f"{exc.message}; {note}"
+        exc.args = (exc.message,)
+    else:
+        exc.add_note(note)
 
 
 def _log_tail(path: Path) -> str:

@@ -1,39 +1,66 @@
-"""The host itself: facts, engine, and its capacity as the admission guard sees it."""
+"""The hosts themselves: facts (as each host's libvirt describes it), engine, network, and capacity as
+the admission guard sees it. Every method takes the host it acts on; None is the default (local) host."""
 
 from __future__ import annotations
 
+import platform
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from corral.adapters.accel import Accelerator, choose_accelerator
-from corral.adapters.hostinfo import HostSnapshot, host_snapshot
-from corral.adapters.libvirt_host import ACTIVE_STATES, LibvirtHost
+from corral.adapters.libvirt_host import ACTIVE_STATES
 from corral.config import Settings
-from corral.core.capacity import CapacityReport, Footprint, capacity_report, footprint
+from corral.core.capacity import CapacityReport, Footprint, HostFacts, capacity_report, footprint
 from corral.core.domxml import build_network_xml, parse_domain_xml
 from corral.core.errors import CorralError
+from corral.services.registry import Host, HostRegistry
+
+CPU_WINDOW_S = 0.2
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    """A host now, from its own libvirt (node info, CPU and memory counters)."""
+
+    hostname: str
+    cpu_model: str
+    cores: int
+    memory_total_mib: int
+    memory_used_mib: int
+    cpu_pct: float  # over a short window
+    kernel: str  # the local machine's kernel; "" for a host reached over the network
+
+    @property
+    def facts(self) -> HostFacts:
+        return HostFacts(cores=self.cores, memory_mib=self.memory_total_mib)
 
 
 @dataclass(frozen=True)
 class HostReport:
+    host: str
+    uri: str
     snapshot: HostSnapshot
     accelerator: Accelerator
     capacity: CapacityReport
-    libvirt_uri: str
     running_guests: int
     defined_guests: int
     network: str | None
     network_reason: str
 
+    @property
+    def libvirt_uri(self) -> str:
+        return self.uri
+
     def as_dict(self) -> dict[str, Any]:
         """The JSON form shared by `corral host --json` and `GET /api/host`."""
         snap, cap = self.snapshot, self.capacity
         return {
-            "hostname": snap.hostname, "cpu_model": snap.cpu_model, "cores": snap.cores,
-            "physical_cores": snap.physical_cores, "memory_mib": snap.memory_total_mib,
-            "memory_used_mib": snap.memory_used_mib, "cpu_pct": snap.cpu_pct, "kernel": snap.kernel,
+            "host": self.host, "hostname": snap.hostname, "cpu_model": snap.cpu_model, "cores": snap.cores,
+            "memory_mib": snap.memory_total_mib, "memory_used_mib": snap.memory_used_mib,
+            "cpu_pct": snap.cpu_pct, "kernel": snap.kernel,
             "engine": self.accelerator.engine, "engine_reason": self.accelerator.reason,
-            "libvirt_uri": self.libvirt_uri, "guests_running": self.running_guests,
+            "libvirt_uri": self.uri, "guests_running": self.running_guests,
             "guests_defined": self.defined_guests,
             "network": self.network, "network_reason": self.network_reason,
             "limits": dict(cap.limits.__dict__),
@@ -43,57 +70,99 @@ class HostReport:
 
 
 class HostService:
-    def __init__(self, settings: Settings, libvirt_host: LibvirtHost) -> None:
+    def __init__(self, settings: Settings, hosts: HostRegistry) -> None:
         self.settings = settings
-        self.libvirt = libvirt_host
-        self._accel: Accelerator | None = None
-        self._network: tuple[str | None, str] | None = None
+        self.hosts = hosts
+        self._accel: dict[str, Accelerator] = {}
+        self._network: dict[str, tuple[str | None, str]] = {}
 
-    def accelerator(self) -> Accelerator:
-        if self._accel is None:
-            self._accel = choose_accelerator(self.settings.accelerator, self.settings.cache_dir)
-        return self._accel
+    def facts(self, host: str | None = None) -> HostFacts:
+        """Cores and memory the guests of a host share, from that host's libvirt."""
+        node = self.hosts.get(host).libvirt.node_info()
+        return HostFacts(cores=node.cores, memory_mib=node.memory_mib)
 
-    def network(self) -> tuple[str | None, str]:
-        """(libvirt network for guests' NICs or None for user-mode NICs, why)."""
-        if self._network is None:
+    def snapshot(self, host: str | None = None, cpu_window_s: float = CPU_WINDOW_S) -> HostSnapshot:
+        target = self.hosts.get(host)
+        node = target.libvirt.node_info()
+        before = target.libvirt.node_counters()
+        time.sleep(cpu_window_s)
+        after = target.libvirt.node_counters()
+        busy = after.cpu_busy_ns - before.cpu_busy_ns
+        total = busy + after.cpu_idle_ns - before.cpu_idle_ns
+        return HostSnapshot(
+            hostname=node.hostname, cpu_model=node.cpu_model, cores=node.cores,
+            memory_total_mib=after.memory_total_kib // 1024,
+            memory_used_mib=(after.memory_total_kib - after.memory_available_kib) // 1024,
+            cpu_pct=round(100.0 * busy / total, 1) if total > 0 else 0.0,
+            kernel=platform.release() if target.spec.on_this_machine else "",
+        )
+
+    def accelerator(self, host: str | None = None) -> Accelerator:
+        """KVM where it really works on that host, TCG otherwise. A host on this machine is probed (a
+        /dev/kvm that exists may still fail, as under PVM); a remote one is trusted to run KVM when its
+        libvirt offers it, unless its registration says otherwise."""
+        target = self.hosts.get(host)
+        if target.name not in self._accel:
+            preference = target.spec.accelerator
+            if preference == "tcg" or target.spec.on_this_machine:
+                accel = choose_accelerator(preference, self.settings.cache_dir)
+            elif target.libvirt.kvm_offered():
+                accel = Accelerator("kvm", f"libvirt on {target.name} offers KVM")
+            else:
+                why = "KVM asked for, but" if preference == "kvm" else "TCG because"
+                accel = Accelerator("tcg", f"{why} libvirt on {target.name} offers no KVM")
+            self._accel[target.name] = accel
+        return self._accel[target.name]
+
+    def network(self, host: str | None = None) -> tuple[str | None, str]:
+        """(libvirt network for guests' NICs or None for user-mode NICs, why), on that host."""
+        target = self.hosts.get(host)
+        if target.name not in self._network:
             name = self.settings.network
             if not name:
-                self._network = (None, "user-mode NICs (network = \"\" in the config): no host-side counters")
+                result: tuple[str | None, str] = (
+                    None, "user-mode NICs (network = \"\" in the config): no host-side counters")
             else:
                 bridge = f"{name[:10]}br0"
                 try:
-                    self.libvirt.ensure_network(name, build_network_xml(
+                    target.libvirt.ensure_network(name, build_network_xml(
                         name, bridge, self.settings.network_cidr, self.settings.network_mode))
-                    self._network = (name, f"libvirt network {name} ({self.settings.network_mode}, "
-                                           f"{self.settings.network_cidr}): taps with host-side counters")
+                    result = (name, f"libvirt network {name} ({self.settings.network_mode}, "
+                                    f"{self.settings.network_cidr}): taps with host-side counters")
                 except (CorralError, ValueError) as exc:
                     why = exc.message if isinstance(exc, CorralError) else str(exc)
-                    self._network = (None, f"user-mode NICs because network {name} is unavailable: {why}")
-        return self._network
+                    result = (None, f"user-mode NICs because network {name} is unavailable: {why}")
+            self._network[target.name] = result
+        return self._network[target.name]
 
-    def running_footprints(self) -> list[Footprint]:
-        """What the running guests take from the host, each by its declared load if it has one."""
+    def running_footprints(self, host: str | None = None) -> list[Footprint]:
+        """What the running guests of a host take from it, each by its declared load if it has one."""
+        return self._footprints(self.hosts.get(host))
+
+    def _footprints(self, target: Host) -> list[Footprint]:
         result = []
-        for row in self.libvirt.rows():
+        for row in target.libvirt.rows():
             if row.state not in ACTIVE_STATES:
                 continue
-            facts = parse_domain_xml(self.libvirt.xml(row.name))
+            facts = parse_domain_xml(target.libvirt.xml(row.name))
             load = facts.meta.load.declared_cpu_pct if facts.meta else None
             result.append(footprint(row.name, row.vcpus, row.memory_mib, load, self.settings.limits))
         return result
 
-    def report(self) -> HostReport:
-        snapshot = host_snapshot(cpu_interval=0.2)
-        rows = self.libvirt.rows()
-        running = self.running_footprints()
+    def report(self, host: str | None = None) -> HostReport:
+        target = self.hosts.get(host)
+        snapshot = self.snapshot(target.name)
+        rows = target.libvirt.rows()
+        running = self._footprints(target)
+        network = self.network(target.name)
         return HostReport(
+            host=target.name,
+            uri=target.uri,
             snapshot=snapshot,
-            accelerator=self.accelerator(),
+            accelerator=self.accelerator(target.name),
             capacity=capacity_report(snapshot.facts, self.settings.limits, running),
-            libvirt_uri=self.libvirt.uri,
             running_guests=sum(1 for r in rows if r.state in ACTIVE_STATES),
             defined_guests=len(rows),
-            network=self.network()[0],
-            network_reason=self.network()[1],
+            network=network[0],
+            network_reason=network[1],
         )

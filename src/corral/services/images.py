@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from corral.adapters import qemu_img
-from corral.adapters.files import require_file
+from corral.adapters.files import require_allowed_file, write_atomic
 from corral.config import Settings
-from corral.core.errors import Conflict, InvalidInput, NotFound
+from corral.core.errors import BackendError, Conflict, InvalidInput, NotFound
 from corral.core.validate import check_name, check_path
 
 TINY = "tiny"
@@ -63,12 +63,19 @@ class ImageService:
             for record in sorted(self.settings.images_dir.glob("*/image.json")):
                 try:
                     records.append(self._read(record))
-                except (ValueError, TypeError):
+                except BackendError:
                     continue  # a record being written, or damaged: not an image
         return records
 
     def _read(self, path: Path) -> ImageRecord:
-        record = ImageRecord(**json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_bytes()[:65536])
+            record = ImageRecord(**data)
+            if record.kind not in ("kernel", "disk", "iso") or not isinstance(record.name, str):
+                raise ValueError(f"unknown kind {record.kind!r}")
+        except (OSError, ValueError, TypeError) as exc:
+            raise BackendError(f"the image record {path} is damaged ({type(exc).__name__}); "
+                               "remove its folder and import or build the image again") from None
         if record.kind == "kernel":  # built files live beside the record: stored by name, found here
             folder = path.parent
             record = replace(record, kernel=str(folder / Path(record.kernel or "").name),
@@ -87,11 +94,7 @@ class ImageService:
         return self._record_path(name).is_file()
 
     def _save(self, record: ImageRecord) -> None:
-        path = self._record_path(record.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record.as_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        write_atomic(self._record_path(record.name), json.dumps(record.as_dict(), indent=2) + "\n")
 
     def build_tiny(self, progress: Progress | None = None, *, force: bool = False) -> ImageRecord:
         from corral.adapters.tiny_image import build_tiny_image
@@ -115,7 +118,8 @@ class ImageService:
         check_name(name, "image name")
         if self.exists(name):
             raise Conflict(f"an image named {name!r} already exists")
-        source = require_file(check_path(path, "image file"), "image file").resolve()
+        source = require_allowed_file(check_path(path, "image file"), "image file",
+                                      self.settings.allowed_image_dirs)
         created = datetime.now(UTC).isoformat(timespec="seconds")
         if _is_iso(source):
             record = ImageRecord(name, "iso", created, source.stat().st_size, str(source), "raw")
@@ -134,6 +138,21 @@ class ImageService:
         self._save(record)
         return record
 
+    def verified_source(self, record: ImageRecord) -> None:
+        """Check again, before a guest is made from it or started, that an image's files are still what
+        was imported: regular files in an allowed folder, and self-contained (a qcow2 rewritten since
+        with `-b /some/root/file` would hand that file to the guest)."""
+        allowed = self.settings.allowed_image_dirs
+        if record.kind == "kernel":
+            for part, what in ((record.kernel, "kernel"), (record.initrd, "initrd")):
+                if part:
+                    require_allowed_file(Path(part), f"the {what} of image {record.name}", allowed)
+            return
+        if not record.path:
+            raise BackendError(f"the image record of {record.name} names no file; import it again")
+        require_self_contained(require_allowed_file(Path(record.path), f"image {record.name}'s file", allowed),
+                               record.format or "raw")
+
     def remove(self, name: str, used_by: list[str]) -> None:
         record = self.get(name)
         if used_by:
@@ -145,3 +164,15 @@ class ImageService:
             self._record_path(name).unlink()  # the user's file stays where it is
             if not any(folder.iterdir()):
                 folder.rmdir()
+
+
+def require_self_contained(path: Path, fmt: str) -> Path:
+    """Refuse a qcow2 that names a backing file or an external data file (raw files name nothing)."""
+    if fmt != "qcow2":
+        return path
+    backing, data_file = qemu_img.qcow2_references(path)
+    if backing or data_file:
+        raise InvalidInput(f"{path} now refers to another file ({backing or 'an external data file'}); "
+                           "a guest could read it through this image, so it is refused. Make the image "
+                           "self-contained (qemu-img convert -O qcow2 IN OUT) and import it again")
+    return path

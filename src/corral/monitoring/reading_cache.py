@@ -3,11 +3,12 @@ over the time in between instead of sleeping to open a window."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
+from corral.adapters.files import write_atomic
 from corral.monitoring.rates import Counters
 
 
@@ -19,10 +20,5 @@ def load(path: Path) -> list[Counters]:
 
 
 def save(path: Path, readings: list[Counters]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps([asdict(r) for r in readings]))
-        tmp.replace(path)
-    except OSError:
-        pass  # only costs a short sample next time
+    with contextlib.suppress(OSError):  # only costs a short sample next time
+        write_atomic(path, json.dumps([asdict(r) for r in readings]))

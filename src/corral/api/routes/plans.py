@@ -1,0 +1,39 @@
+"""The plan library: plans, and each one's HTML report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+from corral.api.errors import ERRORS
+from corral.api.models import PlanParam
+from corral.api.routes import ApiContext
+from corral.planning.report import summary_lines
+
+# The report is static HTML + inline CSS + SVG: nothing in it may run or load anything.
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox; frame-ancestors 'self'"
+
+
+def router(ctx: ApiContext) -> APIRouter:
+    corral = ctx.corral
+    api = APIRouter(prefix="/api", responses=ERRORS)
+
+    @api.get("/plans", tags=["plans"])
+    def list_plans() -> list[dict[str, Any]]:
+        """The plan library (<data_dir>/plans/): plans kept by `corral plan --save NAME` and the demo."""
+        return corral.plans.names()
+
+    @api.get("/plans/{name}", tags=["plans"])
+    def get_plan(name: PlanParam) -> dict[str, Any]:
+        """The plan JSON, plus its one-line summary as `summary`."""
+        data = corral.plans.read(name)
+        return {**data, "summary": summary_lines(data)}
+
+    @api.get("/plans/{name}/report", tags=["plans"], response_class=HTMLResponse)
+    def plan_report(name: PlanParam) -> HTMLResponse:
+        """The self-contained HTML report of a plan."""
+        return HTMLResponse(corral.plans.report_html(name), headers={"Content-Security-Policy": REPORT_CSP})
+
+    return api

@@ -1,0 +1,77 @@
+"""Hosts as values: what Corral knows of each libvirt host it manages (pure, no I/O).
+
+One host or many, the code is the same: a single-host installation is a cluster of one host, the
+local one. A host is named; its libvirt URI says how to reach it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+from corral.core.errors import InvalidInput
+from corral.core.validate import check_name
+
+LOCAL_HOST = "local"  # the host Corral runs on, there from the start
+DEFAULT_URI = "qemu:///system"
+STORAGE_MODES = ("shared", "copy")  # disks on storage every host sees, or copied when guests move
+ACCELERATORS = ("auto", "kvm", "tcg")
+# qemu, qemu+ssh, qemu+tcp, qemu+tls, qemu+unix, qemu+libssh2 … and libvirt's test driver for tests.
+_SCHEME = re.compile(r"^(qemu|test)(\+(ssh|libssh|libssh2|tcp|tls|unix|ext))?$")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A managed host: its name, how to reach its libvirt, and what Corral is told about it."""
+
+    name: str
+    uri: str
+    storage: str = "copy"
+    accelerator: str = "auto"  # auto: probe (local hosts) or libvirt's domain capabilities (remote)
+    power: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # power driver and its settings
+
+    def __post_init__(self) -> None:
+        check_host_name(self.name)
+        check_uri(self.uri)
+        if self.storage not in STORAGE_MODES:
+            raise InvalidInput(f"host {self.name}: storage must be one of {', '.join(STORAGE_MODES)}, "
+                               f"not {self.storage!r}")
+        if self.accelerator not in ACCELERATORS:
+            raise InvalidInput(f"host {self.name}: accelerator must be one of {', '.join(ACCELERATORS)}")
+
+    @property
+    def on_this_machine(self) -> bool:
+        """Reached without a network: its QEMU runs on the machine Corral runs on (the KVM probe and
+        psutil describe it)."""
+        return uri_is_local(self.uri)
+
+
+def check_host_name(name: str) -> str:
+    check_name(name, "host name")
+    if name.lower() in ("domain-0", "dom0", "auto"):
+        raise InvalidInput(f"host name {name!r} is reserved")
+    return name
+
+
+def check_uri(uri: str) -> str:
+    """A libvirt URI Corral can manage: qemu (any transport) or libvirt's test driver."""
+    if not isinstance(uri, str) or not uri or len(uri) > 1024 or any(ch.isspace() for ch in uri):
+        raise InvalidInput(f"{uri!r} is not a libvirt URI (e.g. qemu:///system, qemu+ssh://host/system)")
+    parts = urlsplit(uri)
+    scheme = parts.scheme or ""
+    if not _SCHEME.match(scheme) or (scheme.startswith("qemu") and parts.path not in ("/system", "/session")):
+        raise InvalidInput(f"{uri!r} is not a libvirt URI Corral can manage (e.g. qemu:///system, "
+                           "qemu+ssh://host/system, qemu+tcp://10.0.0.2/system, qemu+unix:///system?socket=PATH)")
+    return uri
+
+
+def uri_is_local(uri: str) -> bool:
+    parts = urlsplit(uri)
+    if parts.hostname in (None, "", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback or "socket" in parse_qs(parts.query)
+    except ValueError:
+        return False
