@@ -6,10 +6,13 @@ and nothing here imports libvirt. Also runnable as ``python -m corral.cli.collec
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import typer
+
+MAX_CPU_MHZ = 1_000_000.0
 
 
 def register(app: typer.Typer) -> None:
@@ -29,8 +32,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Record this server's CPU, memory, disk and network use into a CSV for `corral plan`
         (needs only psutil; appends; stops cleanly on Ctrl-C or SIGTERM)."""
+        from corral.core.errors import InvalidInput
         from corral.monitoring.collector import collect, parse_duration
 
+        if cpu_mhz is not None and not (math.isfinite(cpu_mhz) and 0 < cpu_mhz <= MAX_CPU_MHZ):
+            # the planner refuses rows beyond this (corral.planning.importers.MAX_CORE_MHZ)
+            raise InvalidInput(f"--cpu-mhz {cpu_mhz}: must be more than 0 and at most {MAX_CPU_MHZ:g}")
         collect(
             out,
             parse_duration(interval, "interval"),

@@ -6,7 +6,9 @@ that leaves servers unplaceable is written, reported on stderr, and exits 3.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,13 +22,14 @@ from rich.table import Table
 
 from corral.config import load_settings
 from corral.core.errors import CorralError, InvalidInput
+from corral.planning.errors import one_line  # escapes control characters: every message stays one line
 from corral.planning.names import FORMATS, RESOURCES
 
 EXIT_UNPLACEABLE = 3
 
 
 def _fail(msg: str) -> typer.Exit:
-    print(f"corral: error: {msg}", file=sys.stderr)
+    print(f"corral: error: {one_line(msg)}", file=sys.stderr)
     return typer.Exit(1)
 
 
@@ -35,7 +38,23 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except CorralError as exc:  # planning errors included
-        raise _fail(exc.message.replace("\n", " ")) from None
+        raise _fail(exc.message) from None
+
+
+def _emit(lines: list[str]) -> None:
+    """Print to stdout; a closed pipe or a full disk is one error line, not a traceback at exit."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except (OSError, UnicodeEncodeError) as exc:
+        try:  # what is left in the buffer would fail again when Python exits
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _fail(f"cannot write to standard output: {why}") from None
 
 
 @contextmanager
@@ -69,7 +88,8 @@ def _resources(text: str | None) -> list[str] | None:
     res = [r.strip() for r in text.split(",") if r.strip()]
     bad = [r for r in res if r not in RESOURCES]
     if bad or not res:
-        raise InvalidInput(f"--resources: unknown resource(s) {', '.join(bad) or '(none)'}; use {','.join(RESOURCES)}")
+        shown = ", ".join(repr(r) for r in bad)[:200] or "(none)"
+        raise InvalidInput(f"--resources: unknown resource(s) {shown}; use {','.join(RESOURCES)}")
     return res
 
 
@@ -116,6 +136,8 @@ def register(app: typer.Typer) -> None:
                 validate_on=validate_on or (), catalog=catalog, costs=costs, before_kind=before_kind,
             )
             service = PlanService(load_settings())
+            if save is not None:
+                service.library_path(save)  # a bad name is refused before the work, not after
             with _progress(quiet) as update:
                 outcome = service.make(request, update)
             data = outcome.data
@@ -125,17 +147,16 @@ def register(app: typer.Typer) -> None:
             if html is not None:
                 write_html_report(data, html)
         if as_json:
-            print(json.dumps(_data_json(data), indent=1))
+            _emit([json.dumps(_data_json(data), indent=1)])
         else:
-            for line in summary_lines(data):
-                print(line)
-            print(f"plan written to {out}" + (f", report to {html}" if html else "")
-                  + (f", kept as {save!r} (corral serve shows it)" if save else ""))
+            _emit([*summary_lines(data),
+                   f"plan written to {one_line(out)}" + (f", report to {one_line(html)}" if html else "")
+                   + (f", kept as {save!r} (corral serve shows it)" if save else "")])
         if data["unplaceable"]:
             first = data["unplaceable"][0]
             print(
-                f"corral: {len(data['unplaceable'])} server(s) unplaceable on {host_kind}, e.g. {first['server']}: "
-                f"{first['reason']}; {outcome.unplaceable_hint} (see {out})",
+                one_line(f"corral: {len(data['unplaceable'])} server(s) unplaceable on {host_kind}, e.g. "
+                       f"{first['server']}: {first['reason']}; {outcome.unplaceable_hint} (see {out})"),
                 file=sys.stderr,
             )
             raise typer.Exit(EXIT_UNPLACEABLE)
@@ -156,12 +177,9 @@ def register(app: typer.Typer) -> None:
                 write_html_report(data, html)
             lines = summary_lines(data)
         if as_json:
-            print(json.dumps(_data_json(data), indent=1))
+            _emit([json.dumps(_data_json(data), indent=1)])
         else:
-            for line in lines:
-                print(line)
-            if html is not None:
-                print(f"report written to {html}")
+            _emit(lines + ([f"report written to {one_line(html)}"] if html is not None else []))
 
     @app.command("host-kinds")
     def host_kinds_cmd(
@@ -175,10 +193,10 @@ def register(app: typer.Typer) -> None:
         with _errors():
             kinds = load_catalog(catalog)
         if as_toml:
-            print(catalog_to_toml(kinds), end="")
+            _emit([catalog_to_toml(kinds).removesuffix("\n")])
             return
         if as_json:
-            print(json.dumps([k.to_json() for k in kinds.values()], indent=1))
+            _emit([json.dumps([k.to_json() for k in kinds.values()], indent=1)])
             return
         table = Table(title="host kinds")
         table.add_column("name", no_wrap=True)
@@ -197,6 +215,9 @@ def register(app: typer.Typer) -> None:
                 f"{k.power_w[0]:g}-{k.power_w[-1]:g}",
                 f"{k.price:g}",
             )
-        Console().print(table)
+        try:
+            Console().print(table)
+        except OSError as exc:
+            raise _fail(f"cannot write to standard output: {exc.strerror or exc}") from None
 
     app.command("hosts-kinds", hidden=True)(host_kinds_cmd)  # alias

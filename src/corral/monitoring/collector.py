@@ -378,8 +378,8 @@ def collect(
         raise InvalidInput(f"interval {interval_s}: must be more than zero")
     if duration_s is not None and not duration_s >= interval_s:
         raise InvalidInput(f"duration {duration_s:g} s is shorter than one interval ({interval_s:g} s)")
-    if cpu_mhz is not None and not cpu_mhz > 0:
-        raise InvalidInput(f"--cpu-mhz {cpu_mhz}: must be more than zero")
+    if cpu_mhz is not None and not (math.isfinite(cpu_mhz) and 0 < cpu_mhz <= 1e6):
+        raise InvalidInput(f"--cpu-mhz {cpu_mhz}: must be a number of MHz above 0 and at most 1000000")
     name = check_host(host if host is not None else default_host())
     stop = stop if stop is not None else threading.Event()
     src = reader if reader is not None else HostReader(cpu_mhz=cpu_mhz)

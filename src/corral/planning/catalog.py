@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.planning.errors import CatalogError
+from corral.planning.limits import MAX_SETTINGS_BYTES, read_small_text
 
 GB = 1024**3
 MB_S = 1_000_000  # disk/network throughput in the catalog is in MB/s (decimal)
@@ -127,25 +130,80 @@ class HostKind:
         }
 
 
+#: What a kind's fields may hold: (smallest, largest, whether 0 is allowed). Bounds keep every
+#: capacity positive and every figure far from overflowing once multiplied over many hosts.
+KIND_FIELDS: dict[str, tuple[float, float, bool]] = {
+    "cores": (1, 100_000, False),
+    "core_mhz": (1, 1_000_000, False),
+    "speed": (0.001, 1_000, False),
+    "mem_gb": (0.001, 1_000_000, False),
+    "disk_mb_s": (0.001, 1_000_000_000, True),
+    "net_mb_s": (0.001, 1_000_000_000, True),
+    "price": (0, 1e12, True),
+    "upkeep_per_year": (0, 1e12, True),
+    "rack_units": (0, 1_000, True),
+}
+KIND_KEYS = frozenset(KIND_FIELDS) | {"power_w", "description"}
+MAX_WATTS = 1_000_000.0
+MAX_DESCRIPTION_CHARS = 1_000
+_KIND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def check_kind_name(name: object, where: str = "catalog") -> str:
+    if not isinstance(name, str) or not _KIND_NAME.fullmatch(name):
+        shown = repr(name)[:80].encode("unicode_escape").decode("ascii")
+        raise CatalogError(
+            f"{where}: invalid kind name {shown}: use 1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
 def host_kind_from_json(name: str, d: Mapping[str, Any], where: str = "catalog") -> HostKind:
     """Build a HostKind from a TOML/JSON table (the keys of BUILTIN_CATALOG_TOML)."""
+    check_kind_name(name, where)
+    unknown = sorted(str(k) for k in d if k not in KIND_KEYS)
+    if unknown:
+        raise CatalogError(
+            f"{where}: kind {name!r}: unknown setting(s) {', '.join(repr(k) for k in unknown)[:200]} "
+            f"(known: {', '.join(sorted(KIND_KEYS))})"
+        )
 
     def num(key: str, default: float | None = None) -> float:
         v = d.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise CatalogError(f"{where}: kind {name!r}: {key} must be a number, got {v!r}")
-        if v < 0 or (key in ("cores", "core_mhz", "speed", "mem_gb") and v <= 0):
-            raise CatalogError(f"{where}: kind {name!r}: {key} must be positive, got {v}")
+        if not _is_number(v):
+            raise CatalogError(f"{where}: kind {name!r}: {key} must be a number, got {_short(v)}")
+        assert isinstance(v, int | float)
+        lo, hi, zero_ok = KIND_FIELDS[key]
+        if not math.isfinite(v) or not (lo <= v <= hi or (zero_ok and v == 0)):
+            low = f"0 or {lo:g}" if zero_ok and lo > 0 else f"{lo:g}"
+            raise CatalogError(f"{where}: kind {name!r}: {key} must be from {low} to {hi:g}, got {v}")
         return float(v)
 
+    cores = num("cores")
+    if not cores.is_integer():
+        raise CatalogError(f"{where}: kind {name!r}: cores must be a whole number, got {cores:g}")
     power = d.get("power_w")
-    if not isinstance(power, list) or len(power) != 11 or not all(isinstance(x, int | float) for x in power):
+    if not isinstance(power, list) or len(power) != 11 or not all(_is_number(x) for x in power):
         raise CatalogError(f"{where}: kind {name!r}: power_w must be 11 numbers (watts at 0, 10, ..., 100 %)")
-    if any(b < a for a, b in itertools.pairwise(power)) or power[0] < 0:
+    if not all(math.isfinite(x) and 0 <= x <= MAX_WATTS for x in power):
+        raise CatalogError(f"{where}: kind {name!r}: power_w must be finite watts from 0 to {MAX_WATTS:g}")
+    if any(b < a for a, b in itertools.pairwise(power)):
         raise CatalogError(f"{where}: kind {name!r}: power_w must be non-negative and non-decreasing")
+    description = d.get("description", "")
+    if not isinstance(description, str):
+        raise CatalogError(f"{where}: kind {name!r}: description must be a string, got {_short(description)}")
+    if len(description) > MAX_DESCRIPTION_CHARS or not description.isprintable():
+        raise CatalogError(
+            f"{where}: kind {name!r}: description must be at most {MAX_DESCRIPTION_CHARS} printable characters"
+        )
     return HostKind(
         name=name,
-        cores=int(num("cores")),
+        cores=int(cores),
         core_mhz=num("core_mhz"),
         speed=num("speed", 1.0),
         mem_bytes=num("mem_gb") * GB,
@@ -155,8 +213,13 @@ def host_kind_from_json(name: str, d: Mapping[str, Any], where: str = "catalog")
         price=num("price", 0.0),
         upkeep_per_year=num("upkeep_per_year", 0.0),
         rack_units=num("rack_units", 1.0),
-        description=str(d.get("description", "")),
+        description=description,
     )
+
+
+def _short(v: object) -> str:
+    text = repr(v)
+    return (text[:60] + "...") if len(text) > 60 else text
 
 
 def parse_catalog(text: str, where: str = "catalog") -> dict[str, HostKind]:
@@ -164,13 +227,15 @@ def parse_catalog(text: str, where: str = "catalog") -> dict[str, HostKind]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{where}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise CatalogError(f"{where}: invalid TOML: nested too deeply") from None
     kinds = data.get("kinds")
     if not isinstance(kinds, dict) or not kinds:
         raise CatalogError(f"{where}: no [kinds.NAME] tables")
     out = {}
     for name, table in kinds.items():
         if not isinstance(table, dict):
-            raise CatalogError(f"{where}: kinds.{name} is not a table")
+            raise CatalogError(f"{where}: kinds.{check_kind_name(name, where)} is not a table")
         out[name] = host_kind_from_json(name, table, where)
     return out
 
@@ -180,10 +245,7 @@ def load_catalog(path: str | Path | None = None) -> dict[str, HostKind]:
     kinds = parse_catalog(BUILTIN_CATALOG_TOML, "built-in catalog")
     if path is not None:
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CatalogError(f"{p}: cannot read: {exc.strerror}") from None
+        text = read_small_text(p, "catalog", MAX_SETTINGS_BYTES, CatalogError)
         kinds.update(parse_catalog(text, str(p)))
     return kinds
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -125,6 +126,28 @@ def compare_costs(
     return CostComparison(before=before, after=after, capex=after.machines * after_kind.price, params=params)
 
 
+#: What each cost setting may hold (inclusive bounds): nonsense is refused, naming the setting.
+COST_BOUNDS: dict[str, tuple[float, float]] = {
+    "energy_price_per_kwh": (0.0, 1_000.0),
+    "pue": (1.0, 10.0),
+    "amortization_years": (0.0, 100.0),
+    "admin_per_machine_year": (0.0, 1e9),
+    "rack_unit_per_year": (0.0, 1e9),
+}
+MAX_CURRENCY_CHARS = 16
+
+
+def check_currency(value: object, where: str = "costs") -> str:
+    """A currency label: 1-16 printable characters (escaped wherever it is shown)."""
+    from corral.planning.errors import CatalogError
+
+    if not isinstance(value, str):
+        raise CatalogError(f"{where}: currency must be a string")
+    if not value or len(value) > MAX_CURRENCY_CHARS or not value.isprintable():
+        raise CatalogError(f"{where}: currency must be 1 to {MAX_CURRENCY_CHARS} printable characters, e.g. \"EUR\"")
+    return value
+
+
 def parse_cost_params(text: str, where: str = "costs") -> CostParams:
     """CostParams from TOML: a ``[costs]`` table with any of CostParams' fields."""
     import tomllib
@@ -135,6 +158,8 @@ def parse_cost_params(text: str, where: str = "costs") -> CostParams:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{where}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise CatalogError(f"{where}: invalid TOML: nested too deeply") from None
     table = data.get("costs", {})
     if not isinstance(table, dict):
         raise CatalogError(f"{where}: [costs] must be a table")
@@ -142,19 +167,16 @@ def parse_cost_params(text: str, where: str = "costs") -> CostParams:
     known = set(defaults.to_json())
     unknown = sorted(set(table) - known)
     if unknown:
-        raise CatalogError(
-            f"{where}: unknown cost setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-        )
+        shown = ", ".join(repr(k) for k in unknown)[:200].encode("unicode_escape").decode("ascii")
+        raise CatalogError(f"{where}: unknown cost setting(s): {shown} (known: {', '.join(sorted(known))})")
     values: dict[str, Any] = {}
     for key, v in table.items():
         if key == "currency":
-            if not isinstance(v, str):
-                raise CatalogError(f"{where}: currency must be a string")
-            values[key] = v
+            values[key] = check_currency(v, where)
             continue
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-            raise CatalogError(f"{where}: {key} must be a non-negative number, got {v!r}")
+        lo, hi = COST_BOUNDS[key]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not lo <= v <= hi:
+            shown_v = repr(v)[:60]
+            raise CatalogError(f"{where}: {key} must be a number from {lo:g} to {hi:g}, got {shown_v}")
         values[key] = float(v)
-    if values.get("pue", 1.0) < 1.0:
-        raise CatalogError(f"{where}: pue must be >= 1")
     return CostParams(**values)

@@ -5,9 +5,21 @@ from __future__ import annotations
 from corral.core.errors import InvalidInput
 
 
+def one_line(text: object) -> str:
+    """``text`` as one printable line: newlines, escape sequences and other control characters
+    (from file names or file contents quoted in a message) escaped."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
 class PlanningError(InvalidInput):
     """Base class of every planning error: bad input (422 in the API); the CLI prints its message on
-    one line and exits 1."""
+    one line and exits 1. The message is always one printable line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 class TraceFormatError(PlanningError):

@@ -1,10 +1,21 @@
-"""Trace importers (the imperative edge): files in, ServerTrace lists out. Formats: docs/planning.md."""
+"""Trace importers (the imperative edge): files in, ServerTrace lists out. Formats: docs/planning.md.
+
+Every file is read line by line under the bounds of ``InputLimits`` (corral.planning.limits): no
+line, file, archive or whole input is read into memory before it is known to be within them, and
+every value is checked (finite, non-negative, below ``MAX_VALUE``; timestamps below
+``MAX_TIMESTAMP_S``). Anything else is a ``PlanningError`` naming the file and line.
+"""
 
 from __future__ import annotations
 
+import gzip
 import math
+import os
+import stat
 import tarfile
 import tempfile
+import zlib
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,13 +25,33 @@ import numpy as np
 
 from corral.planning.errors import EmptyInputError, PlanningError, TraceFormatError
 from corral.planning.formats import COLLECT_COLUMNS
-from corral.planning.model import ServerTrace, TraceSet, align
+from corral.planning.limits import (
+    MAX_NAME_CHARS,
+    MAX_TIMESTAMP_S,
+    MAX_VALUE,
+    BoundedReader,
+    Budget,
+    InputLimits,
+    MiB,
+    list_folder,
+    open_regular,
+    read_lines,
+    shown,
+    size_text,
+)
+from corral.planning.model import FloatArray, ServerTrace, TraceSet, align
 from corral.planning.names import FORMATS
 
 Progress = Callable[[int, int], None]
 BITBRAINS_HEADER_START = "Timestamp [ms]"
 CSV_COLUMNS = ("server", "timestamp")
+CSV_RESOURCES = ("cpu", "mem", "disk", "net")
 MB = 1024 * 1024
+#: Bitbrains timestamps are milliseconds (or seconds, a quirk): raw values up to 1000 x MAX_TIMESTAMP_S.
+MAX_BITBRAINS_TIMESTAMP = 1000 * MAX_TIMESTAMP_S
+MAX_CORES = 1_000_000
+MAX_CORE_MHZ = 1_000_000.0
+_COPY_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -33,60 +64,102 @@ class PlanetLabSizes:
     step_s: float = 300.0
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+def _files(folder: Path, limits: InputLimits | None = None) -> list[Path]:
+    return list_folder(folder, limits or InputLimits())
 
 
-def _number(text: str, path: Path, line: int, what: str) -> float:
+def _number(
+    text: str, path: Path, line: int, what: str, *, high: float = MAX_VALUE, positive: bool = False
+) -> float:
+    """A finite number in [0, high] (in (0, high] when ``positive``), else TraceFormatError naming ``what``."""
     try:
         v = float(text)
     except ValueError:
-        raise TraceFormatError(str(path), line, f"{what}: not a number: {text.strip()[:40]!r}") from None
+        raise TraceFormatError(str(path), line, f"{what}: not a number: {shown(text.strip()[:40])!r}") from None
     if not math.isfinite(v):
-        raise TraceFormatError(str(path), line, f"{what}: not a finite number: {text.strip()!r}")
+        raise TraceFormatError(str(path), line, f"{what}: not a finite number: {shown(text.strip()[:40])!r}")
     if v < 0:
         raise TraceFormatError(str(path), line, f"{what}: negative value {v}")
+    if positive and v == 0:
+        raise TraceFormatError(str(path), line, f"{what}: must be more than 0, got {v:g}")
+    if v > high:
+        why = "unix seconds beyond the year 5138" if high == MAX_TIMESTAMP_S else "no real measurement reaches it"
+        raise TraceFormatError(str(path), line, f"{what}: {v:g} is above {high:g} ({why})")
     return v
 
 
+def _name(value: str, path: Path, line: int | None, what: str) -> str:
+    """A server name: 1-255 printable characters (it reaches the report and the terminal)."""
+    if not value:
+        raise TraceFormatError(str(path), line, f"empty {what}")
+    if len(value) > MAX_NAME_CHARS:
+        raise TraceFormatError(str(path), line, f"{what} longer than {MAX_NAME_CHARS} characters")
+    if not value.isprintable():
+        raise TraceFormatError(str(path), line, f"{what} {shown(repr(value))} contains unprintable characters")
+    return value
+
+
+def _new_server(per: dict[str, array[float]], name: str, budget: Budget, path: Path, line: int) -> array[float]:
+    if len(per) >= budget.limits.servers:
+        raise TraceFormatError(str(path), line, f"more than {budget.limits.servers:,} servers (the input limit)")
+    buf: array[float] = array("d")
+    per[name] = buf
+    return buf
+
+
+def _rows(buf: array[float], width: int) -> FloatArray:
+    """The rows kept in ``buf`` as a (rows, width) array, sorted by their first column (stable)."""
+    a = np.frombuffer(buf, dtype=np.float64).reshape(-1, width)
+    return np.asarray(a[np.argsort(a[:, 0], kind="stable")], dtype=np.float64)
+
+
 # ---------------------------------------------------------------- PlanetLab
-def read_planetlab_file(path: Path) -> np.ndarray:
+def read_planetlab_file(path: Path, budget: Budget | None = None) -> FloatArray:
     """CPU percentages of one PlanetLab file (one number 0..100 per line, blank lines ignored)."""
-    values: list[float] = []
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for no, raw in enumerate(fh, 1):
-            s = raw.strip()
-            if not s:
-                continue
-            v = _number(s, path, no, "CPU percent")
-            if v > 100:
-                raise TraceFormatError(str(path), no, f"CPU percent {v} above 100")
-            values.append(v)
+    budget = budget or Budget()
+    values: array[float] = array("d")
+    for no, raw in read_lines(path, budget):
+        s = raw.strip()
+        if not s:
+            continue
+        v = _number(s, path, no, "CPU percent")
+        if v > 100:
+            raise TraceFormatError(str(path), no, f"CPU percent {v} above 100")
+        budget.add_row(path, no)
+        values.append(v)
     if not values:
         raise TraceFormatError(str(path), None, "empty file")
     return np.array(values, dtype=np.float64)
 
 
-def _expand(source: Path | Sequence[Path]) -> tuple[list[Path], str]:
+def _expand(source: Path | Sequence[Path], limits: InputLimits) -> tuple[list[Path], str]:
     if isinstance(source, Path):
-        return _files(source), str(source)
+        return _files(source, limits), str(source)
     return sorted(source, key=lambda p: p.name), "the given paths"
 
 
 def load_planetlab(
-    source: Path | Sequence[Path], sizes: PlanetLabSizes | None = None, progress: Progress | None = None
+    source: Path | Sequence[Path],
+    sizes: PlanetLabSizes | None = None,
+    progress: Progress | None = None,
+    budget: Budget | None = None,
 ) -> list[ServerTrace]:
     """CloudSim PlanetLab traces (a folder, or files): one file per VM, one CPU percent per line
     every 5 minutes. VMs are sized by their rank in file-name order (PlanetLabSizes)."""
     sizes = sizes or PlanetLabSizes()
-    files, where = _expand(source)
+    budget = budget or Budget()
+    files, where = _expand(source, budget.limits)
     if not files:
         raise EmptyInputError(f"{where}: no trace files")
     if len({f.name for f in files}) != len(files):
         raise PlanningError(f"{where}: two trace files share a name (the name is the VM's)")
+    if len(files) > budget.limits.servers:
+        raise PlanningError(f"{where}: more than {budget.limits.servers:,} servers (the input limit)")
+    for f in files:
+        _name(f.name, f, None, "VM name (the file name)")
     series = []
     for k, f in enumerate(files):
-        series.append(read_planetlab_file(f))
+        series.append(read_planetlab_file(f, budget))
         if progress:
             progress(k + 1, len(files))
     lengths = np.array([s.size for s in series])
@@ -115,24 +188,28 @@ def load_planetlab(
 
 
 # ---------------------------------------------------------------- Bitbrains
-def read_bitbrains_file(path: Path) -> tuple[ServerTrace, dict[str, int]]:
+def read_bitbrains_file(path: Path, budget: Budget | None = None) -> tuple[ServerTrace, dict[str, int]]:
     """One GWA-T-12 file. Returns the trace and quirk counts: ``seconds`` (1 when timestamps are in
     seconds despite the header), ``over100`` (CPU samples above the provisioned capacity)."""
-    rows: list[list[float]] = []
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        header = fh.readline()
-        if not header.startswith(BITBRAINS_HEADER_START):
-            raise TraceFormatError(str(path), 1, f"not a Bitbrains header (expected {BITBRAINS_HEADER_START!r})")
-        for no, raw in enumerate(fh, 2):
-            if not raw.strip():
-                continue
-            parts = raw.split(";")
-            if len(parts) != 11:
-                raise TraceFormatError(str(path), no, f"{len(parts)} fields, expected 11")
-            rows.append([_number(p, path, no, f"column {j + 1}") for j, p in enumerate(parts)])
-    if not rows:
+    budget = budget or Budget()
+    name = _name(path.stem, path, None, "VM name (the file name)")
+    buf: array[float] = array("d")
+    lines = read_lines(path, budget)
+    header = next(lines, (1, ""))[1]
+    if not header.startswith(BITBRAINS_HEADER_START):
+        raise TraceFormatError(str(path), 1, f"not a Bitbrains header (expected {BITBRAINS_HEADER_START!r})")
+    for no, raw in lines:
+        if not raw.strip():
+            continue
+        parts = raw.split(";")
+        if len(parts) != 11:
+            raise TraceFormatError(str(path), no, f"{len(parts)} fields, expected 11")
+        budget.add_row(path, no)
+        buf.append(_number(parts[0], path, no, "column 1", high=MAX_BITBRAINS_TIMESTAMP))
+        buf.extend(_number(p, path, no, f"column {j + 2}") for j, p in enumerate(parts[1:]))
+    if not buf:
         raise TraceFormatError(str(path), None, "no data rows")
-    a = np.array(rows)
+    a = np.frombuffer(buf, dtype=np.float64).reshape(-1, 11)
     ts = a[:, 0]
     quirks = {"seconds": 0, "over100": 0, "unsorted": 0}
     if ts.max() < 1e11:  # real values are seconds despite "[ms]"
@@ -146,10 +223,10 @@ def read_bitbrains_file(path: Path) -> tuple[ServerTrace, dict[str, int]]:
     cap_mhz = float(np.median(a[:, 2]))
     quirks["over100"] = int((a[:, 4] > 100.0).sum())
     trace = ServerTrace(
-        name=path.stem,
-        timestamps=ts,
+        name=name,
+        timestamps=np.array(ts, dtype=np.float64),  # copies: the (rows, 11) block is not kept
         demand={
-            "cpu": a[:, 3],
+            "cpu": np.array(a[:, 3], dtype=np.float64),
             "mem": a[:, 6] * 1024.0,
             "disk": (a[:, 7] + a[:, 8]) * 1024.0,
             "net": (a[:, 9] + a[:, 10]) * 1024.0,
@@ -161,16 +238,19 @@ def read_bitbrains_file(path: Path) -> tuple[ServerTrace, dict[str, int]]:
 
 
 def load_bitbrains(
-    source: Path | Sequence[Path], progress: Progress | None = None
+    source: Path | Sequence[Path], progress: Progress | None = None, budget: Budget | None = None
 ) -> tuple[list[ServerTrace], list[str]]:
     """GWA-T-12 traces (a folder of N.csv, or files); returns the traces and notes on quirks."""
-    files, where = _expand(source)
+    budget = budget or Budget()
+    files, where = _expand(source, budget.limits)
     files = [f for f in files if f.suffix == ".csv"]
     if not files:
         raise EmptyInputError(f"{where}: no .csv files")
+    if len(files) > budget.limits.servers:
+        raise PlanningError(f"{where}: more than {budget.limits.servers:,} servers (the input limit)")
     out, seconds, over, unsorted = [], 0, 0, 0
     for k, f in enumerate(files):
-        t, q = read_bitbrains_file(f)
+        t, q = read_bitbrains_file(f, budget)
         out.append(t)
         seconds += q["seconds"]
         over += q["over100"]
@@ -192,55 +272,88 @@ def load_bitbrains(
 
 
 # ---------------------------------------------------------------- collect / plain CSV
-def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    fh = path.open(encoding="utf-8", errors="replace")
-    lines = ((no, raw) for no, raw in enumerate(fh, 1) if raw.strip() and not raw.lstrip().startswith("#"))
+def _read_csv(path: Path, budget: Budget) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    lines = (
+        (no, raw) for no, raw in read_lines(path, budget) if raw.strip() and not raw.lstrip().startswith("#")
+    )
     try:
-        _, header = next(lines)
+        header_no, header = next(lines)
     except StopIteration:
-        fh.close()
         raise TraceFormatError(str(path), None, "empty file") from None
     cols = [c.strip() for c in header.strip().split(",")]
+    seen: set[str] = set()
+    for c in cols:
+        if c in seen:
+            raise TraceFormatError(str(path), header_no, f"column {shown(c)!r} appears twice in the header")
+        seen.add(c)
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        with fh:
-            for no, raw in lines:
-                parts = [p.strip() for p in raw.rstrip("\r\n").split(",")]
-                if len(parts) != len(cols):
-                    raise TraceFormatError(str(path), no, f"{len(parts)} fields, expected {len(cols)}")
-                yield no, parts
+        for no, raw in lines:
+            parts = [p.strip() for p in raw.rstrip("\r\n").split(",")]
+            if len(parts) != len(cols):
+                raise TraceFormatError(str(path), no, f"{len(parts)} fields, expected {len(cols)}")
+            budget.add_row(path, no)
+            yield no, parts
 
     return cols, rows()
 
 
-def load_collect(paths: Sequence[Path], progress: Progress | None = None) -> list[ServerTrace]:
+def _collect_row(parts: list[str], ix: list[int], path: Path, no: int) -> list[float]:
+    """The numbers of one collect row, in COLLECT_COLUMNS order without ``host``."""
+    vals = [parts[i] for i in ix]
+    nums = [
+        _number(v, path, no, c, high=MAX_TIMESTAMP_S if c == "timestamp" else MAX_VALUE)
+        for c, v in zip(COLLECT_COLUMNS, vals, strict=True)
+        if c != "host"
+    ]
+    # nums: timestamp, cpu_cores, cpu_mhz, cpu_pct, mem_total, mem_used, disk_r, disk_w, net_rx, net_tx
+    if not (1 <= nums[1] <= MAX_CORES and float(nums[1]).is_integer()):
+        raise TraceFormatError(
+            str(path), no, f"cpu_cores: must be a whole number from 1 to {MAX_CORES:,}, got {nums[1]:g}"
+        )
+    if not 0 < nums[2] <= MAX_CORE_MHZ:
+        raise TraceFormatError(
+            str(path), no, f"cpu_mhz: must be more than 0 and at most {MAX_CORE_MHZ:g}, got {nums[2]:g}"
+        )
+    if nums[3] > 100.0 + 1e-9:
+        raise TraceFormatError(str(path), no, f"cpu_pct {nums[3]} above 100")
+    if nums[4] <= 0:
+        raise TraceFormatError(str(path), no, "mem_total_bytes: must be more than 0")
+    if nums[5] > nums[4] * 1.0000001:
+        raise TraceFormatError(str(path), no, "mem_used_bytes above mem_total_bytes")
+    return nums
+
+
+def load_collect(
+    paths: Sequence[Path], progress: Progress | None = None, budget: Budget | None = None
+) -> list[ServerTrace]:
     """``corral collect`` CSV files (see corral.planning.formats); hosts may span several files."""
-    per: dict[str, list[list[float]]] = {}
+    budget = budget or Budget()
+    per: dict[str, array[float]] = {}
+    width = len(COLLECT_COLUMNS) - 1
     for k, path in enumerate(paths):
-        cols, rows = _read_csv(path)
+        cols, rows = _read_csv(path, budget)
         missing = [c for c in COLLECT_COLUMNS if c not in cols]
         if missing:
             raise TraceFormatError(str(path), 1, f"missing column(s): {', '.join(missing)}")
         ix = [cols.index(c) for c in COLLECT_COLUMNS]
+        host_ix = cols.index("host")
         for no, parts in rows:
-            vals = [parts[i] for i in ix]
-            host = vals[1]
+            host = parts[host_ix]
             if not host:
                 raise TraceFormatError(str(path), no, "empty host name")
-            nums = [_number(v, path, no, c) for c, v in zip(COLLECT_COLUMNS, vals, strict=True) if c != "host"]
-            if nums[3] > 100.0 + 1e-9:
-                raise TraceFormatError(str(path), no, f"cpu_pct {nums[3]} above 100")
-            if nums[5] > nums[4] * 1.0000001:
-                raise TraceFormatError(str(path), no, "mem_used_bytes above mem_total_bytes")
-            per.setdefault(host, []).append(nums)
+            nums = _collect_row(parts, ix, path, no)
+            buf = per.get(host)
+            if buf is None:
+                buf = _new_server(per, _name(host, path, no, "host name"), budget, path, no)
+            buf.extend(nums)
         if progress:
             progress(k + 1, len(paths))
     if not per:
         raise EmptyInputError("no rows in the collect CSV file(s)")
     out = []
-    for host, rows_ in sorted(per.items()):
-        a = np.array(rows_)
-        a = a[np.argsort(a[:, 0], kind="stable")]
+    for host in sorted(per):
+        a = _rows(per.pop(host), width)
         cap_cpu = a[:, 1] * a[:, 2]
         out.append(
             ServerTrace(
@@ -259,42 +372,48 @@ def load_collect(paths: Sequence[Path], progress: Progress | None = None) -> lis
     return out
 
 
-def load_plain_csv(paths: Sequence[Path], progress: Progress | None = None) -> list[ServerTrace]:
+def load_plain_csv(
+    paths: Sequence[Path], progress: Progress | None = None, budget: Budget | None = None
+) -> list[ServerTrace]:
     """The plain CSV: header ``server,timestamp`` plus any of ``cpu,mem,disk,net`` (units of
     corral.planning.model) and optional ``cpu_capacity,mem_capacity,disk_capacity,net_capacity``."""
-    per: dict[str, list[list[float]]] = {}
+    budget = budget or Budget()
+    per: dict[str, array[float]] = {}
     res_cols: list[str] = []
+    known = set(CSV_RESOURCES) | {f"{r}_capacity" for r in CSV_RESOURCES}
     for k, path in enumerate(paths):
-        cols, rows = _read_csv(path)
+        cols, rows = _read_csv(path, budget)
         if cols[:2] != list(CSV_COLUMNS):
             raise TraceFormatError(str(path), 1, "the header must start with 'server,timestamp'")
-        known = {"cpu", "mem", "disk", "net"} | {f"{r}_capacity" for r in ("cpu", "mem", "disk", "net")}
         unknown = [c for c in cols[2:] if c not in known]
         if unknown:
-            raise TraceFormatError(str(path), 1, f"unknown column(s): {', '.join(unknown)}")
+            raise TraceFormatError(str(path), 1, f"unknown column(s): {shown(', '.join(unknown))[:200]}")
         if res_cols and cols[2:] != res_cols:
             raise TraceFormatError(str(path), 1, "columns differ from the first file's")
         res_cols = cols[2:]
-        if not any(c in ("cpu", "mem", "disk", "net") for c in res_cols):
+        if not any(c in CSV_RESOURCES for c in res_cols):
             raise TraceFormatError(str(path), 1, "no resource column (cpu, mem, disk or net)")
+        positive = [c.endswith("_capacity") for c in res_cols]
         for no, parts in rows:
-            if not parts[0]:
-                raise TraceFormatError(str(path), no, "empty server name")
-            try:
-                ts = float(parts[1])
-            except ValueError:
-                raise TraceFormatError(str(path), no, f"timestamp: not a number: {parts[1]!r}") from None
-            per.setdefault(parts[0], []).append(
-                [ts] + [_number(v, path, no, c) for c, v in zip(res_cols, parts[2:], strict=True)]
-            )
+            name = parts[0]
+            ts = _number(parts[1], path, no, "timestamp", high=MAX_TIMESTAMP_S)
+            vals = [
+                _number(v, path, no, c, positive=pos)
+                for c, v, pos in zip(res_cols, parts[2:], positive, strict=True)
+            ]
+            buf = per.get(name)
+            if buf is None:
+                buf = _new_server(per, _name(name, path, no, "server name"), budget, path, no)
+            buf.append(ts)
+            buf.extend(vals)
         if progress:
             progress(k + 1, len(paths))
     if not per:
         raise EmptyInputError("no rows in the CSV file(s)")
     out = []
-    for name, rows_ in sorted(per.items()):
-        a = np.array(rows_)
-        a = a[np.argsort(a[:, 0], kind="stable")]
+    width = 1 + len(res_cols)
+    for name in sorted(per):
+        a = _rows(per.pop(name), width)
         demand = {c: a[:, j + 1] for j, c in enumerate(res_cols) if not c.endswith("_capacity")}
         capacity = {
             c.removesuffix("_capacity"): float(a[:, j + 1].max())
@@ -306,20 +425,20 @@ def load_plain_csv(paths: Sequence[Path], progress: Progress | None = None) -> l
 
 
 # ---------------------------------------------------------------- detection and entry point
-def detect_format(path: Path) -> str:
+def detect_format(path: Path, limits: InputLimits | None = None) -> str:
     """Guess the format of a file (or of a folder's first file) from its first non-blank line."""
+    limits = limits or InputLimits()
     first = path
     if path.is_dir():
-        files = _files(path)
+        files = _files(path, limits)
         if not files:
             raise EmptyInputError(f"{path}: empty folder")
         first = files[0]
-    with first.open(encoding="utf-8", errors="replace") as fh:
-        line = ""
-        for raw in fh:
-            if raw.strip() and not raw.lstrip().startswith("#"):
-                line = raw.strip()
-                break
+    line = ""
+    for _, raw in read_lines(first, Budget(limits)):
+        if raw.strip() and not raw.lstrip().startswith("#"):
+            line = raw.strip()
+            break
     if not line:
         raise TraceFormatError(str(first), None, "empty file: cannot detect its format")
     if line.startswith(BITBRAINS_HEADER_START):
@@ -332,43 +451,109 @@ def detect_format(path: Path) -> str:
     try:
         float(line)
     except ValueError:
-        raise TraceFormatError(str(first), 1, f"unrecognized trace format (first line {line[:60]!r})") from None
+        raise TraceFormatError(
+            str(first), 1, f"unrecognized trace format (first line {shown(line[:60])!r})"
+        ) from None
     return "planetlab"
 
 
-def _safe_extract(tf: tarfile.TarFile, dest: Path) -> None:
-    """Extract regular files and folders only, refusing paths that leave ``dest``."""
+def _copy_member(src: tarfile.ExFileObject, target: Path, size: int, where: str, limits: InputLimits) -> None:
+    """Copy one member to ``target`` in chunks, refusing a line longer than the limit as it goes
+    (trace files are short lines of text: a bomb of one endless line stops after one line's worth)."""
+    chunk_size = min(_COPY_CHUNK, limits.line_bytes)  # a line inside one chunk is never too long
+    since_newline = 0
+    with src, target.open("wb") as out:
+        left = size
+        while left > 0:
+            chunk = src.read(min(chunk_size, left))
+            if not chunk:
+                raise PlanningError(f"{where}: cannot unpack: the archive ends inside a file")
+            first = chunk.find(b"\n")
+            if first < 0:
+                since_newline += len(chunk)
+            else:
+                since_newline += first
+                if since_newline >= limits.line_bytes:
+                    break
+                since_newline = len(chunk) - chunk.rfind(b"\n") - 1
+            if since_newline >= limits.line_bytes:
+                break
+            out.write(chunk)
+            left -= len(chunk)
+    if left > 0:
+        raise PlanningError(
+            f"{where}: member {shown(target.name)!r} has a line longer than {size_text(limits.line_bytes)} "
+            "(the limit per line): not a trace file"
+        )
+
+
+def _unpack(archive: Path, dest: Path, budget: Budget) -> None:
+    """Unpack regular files and folders of a .tar.gz into ``dest``, refusing paths that leave it,
+    members larger than a trace file may be, more members or more decompressed data than the limits."""
+    limits = budget.limits
     root = dest.resolve()
-    for m in tf.getmembers():
-        target = (dest / m.name).resolve()
-        if not target.is_relative_to(root):
-            raise PlanningError(f"archive member {m.name!r} leaves the unpack folder")
-        if m.isdir():
-            target.mkdir(parents=True, exist_ok=True)
-        elif m.isfile():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(m)
-            if src is not None:
-                with src, target.open("wb") as out:
-                    out.write(src.read())
+    where = str(archive)
+    max_stream = limits.unpacked_bytes + 1024 * limits.archive_members  # contents + tar headers
+    with open_regular(archive) as fh, gzip.GzipFile(fileobj=fh, mode="rb") as gz:
+        reader = BoundedReader(gz, max_pos=max_stream, max_read=MiB, where=where)
+        with tarfile.open(fileobj=reader, mode="r:") as tf:  # type: ignore[call-overload]
+            count = 0
+            while (m := tf.next()) is not None:
+                tf.members.clear()  # tarfile keeps every header it has read: not needed here
+                count += 1
+                if count > limits.archive_members:
+                    raise PlanningError(
+                        f"{where}: more than {limits.archive_members:,} entries (the limit per archive)"
+                    )
+                if not (m.isfile() or m.isdir()):
+                    continue  # links, devices, FIFOs: never unpacked
+                target = (dest / m.name).resolve()
+                if not target.is_relative_to(root):
+                    raise PlanningError(f"{where}: archive member {shown(m.name)!r} leaves the unpack folder")
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                if m.size > limits.file_bytes:
+                    raise PlanningError(
+                        f"{where}: member {shown(m.name)!r} is {m.size:,} bytes, larger than "
+                        f"{size_text(limits.file_bytes)} (the limit per trace file)"
+                    )
+                budget.unpacked += m.size
+                if budget.unpacked > limits.unpacked_bytes:
+                    raise PlanningError(
+                        f"{where}: more than {size_text(limits.unpacked_bytes)} once unpacked "
+                        "(the limit for archives)"
+                    )
+                src = tf.extractfile(m)
+                if src is None:
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _copy_member(src, target, m.size, where, limits)
 
 
 @contextmanager
-def unpacked(paths: Sequence[Path]) -> Iterator[list[Path]]:
+def unpacked(paths: Sequence[Path], budget: Budget | None = None) -> Iterator[list[Path]]:
     """Yield ``paths`` with every .tar.gz/.tgz replaced by the folder it unpacks to (temporary)."""
+    budget = budget or Budget()
     with tempfile.TemporaryDirectory(prefix="corral-traces-") as tmp:
         out: list[Path] = []
         for k, p in enumerate(paths):
-            if not p.exists():
-                raise PlanningError(f"{p}: no such file or folder")
-            if p.is_file() and (p.name.endswith(".tar.gz") or p.name.endswith(".tgz")):
+            try:
+                mode = p.stat().st_mode
+            except FileNotFoundError:
+                raise PlanningError(f"{p}: no such file or folder") from None
+            except (OSError, ValueError) as exc:
+                raise PlanningError(f"{p}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise PlanningError(f"{p}: not a regular file or folder")
+            if stat.S_ISREG(mode) and (p.name.endswith(".tar.gz") or p.name.endswith(".tgz")):
                 dest = Path(tmp) / str(k)
                 dest.mkdir()
                 try:
-                    with tarfile.open(p, "r:gz") as tf:
-                        _safe_extract(tf, dest)
-                except (tarfile.TarError, OSError) as exc:
-                    raise PlanningError(f"{p}: cannot unpack: {exc}") from None
+                    _unpack(p, dest, budget)
+                except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, RecursionError) as exc:
+                    why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                    raise PlanningError(f"{p}: cannot unpack: {shown(why)[:200]}") from None
                 subdirs = [d for d in dest.iterdir() if d.is_dir()]
                 files = [f for f in dest.iterdir() if f.is_file()]
                 out.append(subdirs[0] if len(subdirs) == 1 and not files else dest)
@@ -383,32 +568,51 @@ def load_traces(
     *,
     planetlab_sizes: PlanetLabSizes | None = None,
     progress: Progress | None = None,
+    limits: InputLimits | None = None,
 ) -> TraceSet:
-    """Read traces (folders, files or .tar.gz archives) in one format and align them."""
+    """Read traces (folders, files or .tar.gz archives) in one format and align them, within
+    ``limits`` (default: InputLimits(), documented in docs/planning.md)."""
     if fmt not in FORMATS:
-        raise PlanningError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+        raise PlanningError(f"unknown format {shown(fmt)!r} (choose from {', '.join(FORMATS)})")
     if not paths:
         raise EmptyInputError("no trace paths given")
-    with unpacked([Path(p) for p in paths]) as ps:
+    budget = Budget(limits or InputLimits())
+    lim = budget.limits
+    with unpacked([Path(p) for p in paths], budget) as ps:
         if fmt == "auto":
-            kinds = {detect_format(p) for p in ps}
+            kinds = {detect_format(p, lim) for p in ps}
             if len(kinds) > 1:
                 raise PlanningError(f"the inputs mix formats: {', '.join(sorted(kinds))}")
             fmt = kinds.pop()
         notes: list[str] = []
         files: list[Path] = []
         for p in ps:
-            files += _files(p) if p.is_dir() else [p]
+            files += _files(p, lim) if p.is_dir() else [p]
+            if len(files) > lim.files:
+                raise PlanningError(f"more than {lim.files:,} trace files (the input limit)")
         if not files:
             raise EmptyInputError("no trace files")
+        total = 0
+        for f in files:
+            try:
+                total += os.stat(f).st_size
+            except OSError:
+                continue  # reported when it is read
+        if total > lim.total_bytes:
+            raise PlanningError(
+                f"the trace files hold {total:,} bytes together, "
+                f"more than {size_text(lim.total_bytes)} (the input limit)"
+            )
         if fmt == "planetlab":
-            traces = load_planetlab(files, planetlab_sizes, progress)
+            traces = load_planetlab(files, planetlab_sizes, progress, budget)
         elif fmt == "bitbrains":
-            traces, more = load_bitbrains(files, progress)
+            traces, more = load_bitbrains(files, progress, budget)
             notes += more
+        elif fmt == "collect":
+            traces = load_collect(files, progress, budget)
         else:
-            traces = load_collect(files, progress) if fmt == "collect" else load_plain_csv(files, progress)
-        ts = align(traces)
+            traces = load_plain_csv(files, progress, budget)
+        ts = align(traces, limits=lim)
     return TraceSet(
         names=ts.names,
         start_s=ts.start_s,

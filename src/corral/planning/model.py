@@ -9,6 +9,7 @@ Units, for every importer:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from corral.planning.errors import EmptyInputError, PlanningError
+from corral.planning.limits import MAX_TIMESTAMP_S, InputLimits
 from corral.planning.names import RESOURCES
 
 RESOURCE_UNITS: Mapping[str, str] = {"cpu": "MHz", "mem": "bytes", "disk": "bytes/s", "net": "bytes/s"}
@@ -153,7 +155,41 @@ def _fill_gaps(v: FloatArray) -> tuple[FloatArray, int]:
     return out, n_missing
 
 
-def align(traces: Sequence[ServerTrace], *, step_s: float | None = None) -> TraceSet:
+def _step(traces: Sequence[ServerTrace]) -> float:
+    """The median interval between samples over all servers (of the positive ones when most are
+    duplicates); 300 s when no server has two samples."""
+    diffs = [np.diff(t.timestamps) for t in traces if t.timestamps.size > 1]
+    if not diffs:
+        return 300.0
+    all_diffs = np.concatenate(diffs)
+    step = float(np.median(all_diffs))
+    if not step > 0:
+        positive = all_diffs[all_diffs > 0]
+        step = float(np.median(positive)) if positive.size else 300.0
+    return step
+
+
+def _check_trace(t: ServerTrace, resources: Sequence[str]) -> None:
+    ts = t.timestamps
+    if ts.ndim != 1:
+        raise PlanningError(f"{t.name}: timestamps must be one-dimensional")
+    if ts.size == 0:
+        raise PlanningError(f"{t.name}: no samples")
+    if not np.all(np.isfinite(ts)) or np.any(np.abs(ts) > MAX_TIMESTAMP_S):
+        raise PlanningError(f"{t.name}: timestamps must be finite seconds within +-{MAX_TIMESTAMP_S:g}")
+    if np.any(np.diff(ts) < 0):
+        raise PlanningError(f"{t.name}: timestamps must be in ascending order")
+    for r in resources:
+        d = t.demand[r]
+        if d.shape != ts.shape:
+            raise PlanningError(f"{t.name}: {r} has {d.size} samples for {ts.size} timestamps")
+        if np.any(np.isinf(d)) or np.any(d < 0):
+            raise PlanningError(f"{t.name}: {r} demand must be finite and non-negative (NaN marks a gap)")
+
+
+def align(
+    traces: Sequence[ServerTrace], *, step_s: float | None = None, limits: InputLimits | None = None
+) -> TraceSet:
     """Put raw traces on one common grid (documented in docs/planning.md, "Alignment").
 
     - step: ``step_s`` or the median interval between samples over all servers;
@@ -165,45 +201,58 @@ def align(traces: Sequence[ServerTrace], *, step_s: float | None = None) -> Trac
       samples on one point keep the larger;
     - missing points are filled: inside a series by the larger neighbouring sample, before its
       first or after its last sample by the series' peak. Their count per server is ``filled``.
+
+    The grid is bounded by ``limits`` (steps, and servers x steps): traces whose timestamps span
+    more are refused with a PlanningError before anything is allocated.
     """
+    limits = limits or InputLimits()
     if not traces:
         raise EmptyInputError("no traces to align")
     names = [t.name for t in traces]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
-        raise PlanningError(f"duplicate server names: {', '.join(dup[:5])}")
+        raise PlanningError(f"duplicate server names: {', '.join(repr(n) for n in dup[:5])}")
     resources = [r for r in RESOURCES if all(r in t.demand for t in traces)]
     if not resources:
         raise PlanningError("the traces share no resource")
+    for t in traces:
+        _check_trace(t, resources)
     if step_s is None:
-        diffs = [np.diff(t.timestamps) for t in traces if t.timestamps.size > 1]
-        step_s = float(np.median(np.concatenate(diffs))) if diffs else 300.0
-    if step_s <= 0:
+        step_s = _step(traces)
+    if not (math.isfinite(step_s) and step_s > 0):
         raise PlanningError(f"invalid step {step_s} s")
-    starts = np.array([t.timestamps[0] for t in traces if t.timestamps.size])
-    ends = np.array([t.timestamps[-1] for t in traces if t.timestamps.size])
-    if starts.size == 0:
-        raise EmptyInputError("every trace is empty")
+    starts = np.array([t.timestamps[0] for t in traces])
+    ends = np.array([t.timestamps[-1] for t in traces])
     w0 = float(np.median(starts))
     w1 = float(np.median(ends))
-    n_steps = max(1, round((w1 - w0) / step_s) + 1)
+    span = (w1 - w0) / step_s
+    if not math.isfinite(span) or span + 1 > limits.grid_steps:
+        raise PlanningError(
+            f"the traces span {w1 - w0:g} s, more than {limits.grid_steps:,} steps of {step_s:g} s "
+            "(the limit of the time grid): check the timestamps, or plan a shorter period"
+        )
+    n_steps = max(1, round(span) + 1)
+    if n_steps * len(traces) > limits.grid_cells:
+        raise PlanningError(
+            f"{len(traces):,} servers x {n_steps:,} steps is more than {limits.grid_cells:,} grid points "
+            "(the limit): plan fewer servers or a shorter period"
+        )
     notes: list[str] = []
     dem = {r: np.full((len(traces), n_steps), np.nan) for r in resources}
     filled = np.zeros(len(traces), dtype=np.int64)
     reanchored: list[str] = []
     for i, t in enumerate(traces):
-        if t.timestamps.size == 0:
-            raise PlanningError(f"{t.name}: no samples")
-        pos = np.rint((t.timestamps - w0) / step_s).astype(np.int64)
-        inside = (pos >= 0) & (pos < n_steps)
-        if inside.sum() < 0.5 * min(n_steps, t.timestamps.size):
-            pos = np.rint((t.timestamps - t.timestamps[0]) / step_s).astype(np.int64)
-            inside = (pos >= 0) & (pos < n_steps)
-            reanchored.append(t.name)
+        with np.errstate(over="ignore", invalid="ignore"):  # far-away samples: +-inf, outside the grid
+            fpos = np.rint((t.timestamps - w0) / step_s)
+            inside = (fpos >= 0) & (fpos < n_steps)
+            if inside.sum() < 0.5 * min(n_steps, t.timestamps.size):
+                fpos = np.rint((t.timestamps - t.timestamps[0]) / step_s)
+                inside = (fpos >= 0) & (fpos < n_steps)
+                reanchored.append(t.name)
+        p = fpos[inside].astype(np.int64)
         for r in resources:
             row = dem[r][i]
             vals = t.demand[r][inside]
-            p = pos[inside]
             good = ~np.isnan(vals)
             # keep the larger of two samples landing on one grid point
             np.fmax.at(row, p[good], vals[good])

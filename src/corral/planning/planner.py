@@ -106,12 +106,30 @@ def normalized_demand(
     return out
 
 
+MIN_CAP = 0.01
+MAX_TIME_BUDGET_S = 86_400.0
+
+
 def check_cap(cap: float, percentile: float | None) -> None:
-    """Raise on a cap outside (0, 1] or a percentile outside (0, 100]."""
-    if not (isinstance(cap, float | int)) or not math.isfinite(cap) or not 0.0 < cap <= 1.0:
-        raise InfeasibleError(f"impossible cap {cap}: it must be in (0, 1], e.g. 0.85")
-    if percentile is not None and not (math.isfinite(percentile) and 0.0 < percentile <= 100.0):
+    """Raise on a cap outside [0.01, 1] or a percentile outside (0, 100]."""
+    if isinstance(cap, bool) or not isinstance(cap, float | int) or not math.isfinite(cap) or not MIN_CAP <= cap <= 1:
+        raise InfeasibleError(f"impossible cap {cap}: it must be in [{MIN_CAP}, 1], e.g. 0.85")
+    if percentile is not None and (
+        isinstance(percentile, bool)
+        or not isinstance(percentile, float | int)
+        or not (math.isfinite(percentile) and 0.0 < percentile <= 100.0)
+    ):
         raise PlanningError(f"percentile {percentile} must be in (0, 100]")
+
+
+def check_time_budget(seconds: float) -> None:
+    """Raise unless the search budget is a number of seconds in [0, 86400]."""
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, float | int)
+        or not (math.isfinite(seconds) and 0 <= seconds <= MAX_TIME_BUDGET_S)
+    ):
+        raise PlanningError(f"time budget {seconds} s: it must be from 0 to {MAX_TIME_BUDGET_S:.0f} seconds")
 
 
 def _check_request(traces: TraceSet, cap: float, percentile: float | None, resources: Sequence[str]) -> None:
@@ -151,14 +169,15 @@ def plan_consolidation(
     in ``unplaceable``, never dropped silently. See docs/planning.md.
     """
     t0 = time.perf_counter()
-    deadline = t0 + max(0.0, time_budget_s)
+    check_time_budget(time_budget_s)
+    deadline = t0 + time_budget_s
     res = tuple(resources) if resources is not None else traces.resources
     _check_request(traces, cap, percentile, res)
     k = allowed_over_steps(percentile, traces.n_steps)
     lim = pk.Limits(k=k, hard=(1.0 / cap) if percentile is not None else 1.0)
     D = normalized_demand(traces, host_kind, cap, res)
     say = progress or (lambda stage, frac: None)
-    if lim.k == 0 and traces.n_servers > exact_max_servers and time_budget_s > 0:
+    if lim.k == 0 and not _exact_fits(D, exact_max_servers) and time_budget_s > 0:
         from corral.planning import kernels
 
         say("compiling the search", 0.0)  # seconds the first time, then loaded from Numba's cache
@@ -175,7 +194,7 @@ def plan_consolidation(
             why = f"{r} peak {human(peak, r)} exceeds 100 % of a {host_kind.name} host"
             why += f" ({human(host_kind.capacity(r), r)})"
         else:
-            value = float(np.sort(traces.demand[r][i])[-(k + 1)]) if k else peak
+            value = float(np.sort(traces.demand[r][i])[-min(k + 1, traces.n_steps)]) if k else peak
             why = f"{r} {f'{percentile}th percentile' if k else 'peak'} {human(value, r)} exceeds "
             why += f"{cap:.0%} of a {host_kind.name} host ({human(cap * host_kind.capacity(r), r)})"
         unplaceable.append(Unplaceable(traces.names[i], why))
@@ -185,6 +204,7 @@ def plan_consolidation(
     n_ok = int(ok_idx.size)
     peak_hosts = int(pk.peak_ffd(Dp, lim).max()) + 1 if n_ok else 0
     lb, details = pk.lower_bound(Dp, lim) if n_ok else (0, {})
+    lb = max(lb, 1) if n_ok else 0  # idle servers still need a host
     details = {_label(key, res): v for key, v in details.items()}
     groups = (_groups(Dp, group_size) if n_ok > 2 * group_size else [np.arange(n_ok)]) if n_ok else []
     assign_p = np.full(n_ok, -1, dtype=np.int64)
@@ -253,6 +273,16 @@ def _groups(D: npt.NDArray[np.float64], size: int) -> list[npt.NDArray[np.int64]
     return [np.sort(order[g::count]) for g in range(count)]
 
 
+#: CP-SAT's model has up to servers x hosts x (resources x steps) terms, built in Python before its
+#: time limit starts: beyond this many (e.g. 20 servers over 100,000 steps) the search is used instead.
+EXACT_MAX_TERMS = 2_000_000
+
+
+def _exact_fits(D: npt.NDArray[np.float64], exact_max_servers: int) -> bool:
+    n, R, T = (int(x) for x in D.shape)
+    return n <= exact_max_servers and n * n * R * T <= EXACT_MAX_TERMS
+
+
 def _search(
     D: npt.NDArray[np.float64],
     lim: pk.Limits,
@@ -268,10 +298,10 @@ def _search(
     lpf = pk.least_peak_fit(D, lim)
     start, how = (lpf, "least-peak fit") if int(lpf.max()) < int(ffd.max()) else (ffd, "best-fit decreasing")
     start_hosts = int(start.max()) + 1
-    lb, _ = pk.lower_bound(D, lim)
+    lb = max(1, pk.lower_bound(D, lim)[0])  # idle servers still need a host
     if start_hosts == lb:
         return start, ffd_hosts, how, True
-    if lim.k == 0 and D.shape[0] <= exact_max_servers:
+    if lim.k == 0 and _exact_fits(D, exact_max_servers):
         sol, proven, _ = pk.exact_cpsat(D, start_hosts, deadline - time.perf_counter())
         if sol is not None and int(sol.max()) + 1 <= start_hosts and pk.check_assignment(D, sol, lim):
             return sol, ffd_hosts, "CP-SAT" + (" (optimal)" if proven else " (time limit)"), proven
@@ -309,7 +339,8 @@ def before_utilization(traces: TraceSet) -> npt.NDArray[np.float64]:
     if "cpu" not in traces.demand:
         return np.zeros((traces.n_servers, traces.n_steps))
     cap = traces.capacity["cpu"][:, None]
-    return np.asarray(np.clip(traces.demand["cpu"] / cap, 0.0, 1.0))
+    with np.errstate(over="ignore"):  # a capacity of 1e-300 (a data quirk) is simply 100 % busy
+        return np.asarray(np.clip(traces.demand["cpu"] / cap, 0.0, 1.0))
 
 
 def host_utilization(

@@ -8,6 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from corral.planning.limits import write_text
 from corral.planning.planner import Plan
 from corral.planning.serialize import check_plan_json, plan_to_json
 
@@ -235,20 +236,25 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
     cap = float(d["cap"])
     c = d["costs"]
     n_hosts = len(d["hosts"])
+    servers = _e(d["before"]["servers"])
+
+    def money(x: float) -> str:  # every figure with the currency, escaped (the costs file sets it)
+        return _e(_money(x, cur))
+
     out = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Corral consolidation plan: {d['before']['servers']} servers on {n_hosts} {_hosts(n_hosts)}</title>",
+        f"<title>Corral consolidation plan: {servers} servers on {n_hosts} {_hosts(n_hosts)}</title>",
         f"<style>{CSS}</style></head><body>",
-        f"<h1>{d['before']['servers']} servers → {n_hosts} {escape(kind)} {_hosts(n_hosts)}</h1>",
+        f"<h1>{servers} servers → {n_hosts} {_e(kind)} {_hosts(n_hosts)}</h1>",
         f"<p class='muted'>cap {cap:.0%} of each host"
-        + (f", percentile {d['percentile']}" if d["percentile"] is not None else ", at every time step")
-        + f"; resources {escape(', '.join(d['resources']))}; {d['grid']['steps']} steps of "
-        f"{d['grid']['step_s']:.0f} s; search: {escape(d['search']['method'])} in {d['search']['time_s']:.2f} s</p>",
+        + (f", percentile {_e(d['percentile'])}" if d["percentile"] is not None else ", at every time step")
+        + f"; resources {_e(', '.join(d['resources']))}; {_e(d['grid']['steps'])} steps of "
+        f"{d['grid']['step_s']:.0f} s; search: {_e(d['search']['method'])} in {d['search']['time_s']:.2f} s</p>",
         "<div class='big'>",
-        f"<div class='card'>machines<b>{d['before']['servers']} → {n_hosts}</b></div>",
+        f"<div class='card'>machines<b>{servers} → {n_hosts}</b></div>",
         f"<div class='card'>CPU utilization<b>{_pct(d['utilization']['before_mean'], 0)} → "
         f"{_pct(d['utilization']['after_mean'], 0)}</b></div>",
-        f"<div class='card'>saved per year<b>{_money(c['savings_per_year'], cur)}</b></div>",
+        f"<div class='card'>saved per year<b>{money(c['savings_per_year'])}</b></div>",
         "<div class='card'>payback<b>"
         + (f"{12 * c['payback_years']:.1f} months" if c["payback_years"] is not None else "never")
         + "</b></div>",
@@ -256,7 +262,7 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
     ]
     if d["unplaceable"]:
         out.append(
-            f"<p class='warn'>{len(d['unplaceable'])} server(s) cannot be placed on any {escape(kind)} host:</p>"
+            f"<p class='warn'>{len(d['unplaceable'])} server(s) cannot be placed on any {_e(kind)} host:</p>"
         )
         out.append(_table(["server", "reason"], [[u["server"], u["reason"]] for u in d["unplaceable"][:50]]))
     out += [
@@ -292,7 +298,7 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
     out += [
         "<h2>How good is the plan</h2>",
         _bound_bars(d),
-        f"<p>No plan can use fewer than <b>{lb['hosts']}</b> hosts (bounds: "
+        f"<p>No plan can use fewer than <b>{_e(lb['hosts'])}</b> hosts (bounds: "
         + escape(", ".join(f"{k} {v}" for k, v in lb["by"].items()))
         + f"). This plan uses {n_hosts}: a gap of {_pct(d['gap'])}.</p>",
     ]
@@ -300,8 +306,8 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
     out.append("<h2>Validation on other traces</h2>")
     if v:
         out.append(
-            f"<p>The plan replayed against <b>{escape(v['label'] or 'other traces')}</b> "
-            f"({v['servers_matched']} servers matched, {len(v['servers_missing'])} missing, "
+            f"<p>The plan replayed against <b>{_e(v['label'] or 'other traces')}</b> "
+            f"({_e(v['servers_matched'])} servers matched, {len(v['servers_missing'])} missing, "
             f"{len(v['servers_new'])} new and ignored; missing servers count as no demand):</p>"
         )
         out.append(
@@ -326,7 +332,7 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
         if d["percentile"] is not None:
             out.append(
                 f"<p>The plan allows each host {_pct(1 - d['percentile'] / 100, 1)} of its steps above the cap "
-                f"(percentile {d['percentile']}); compare with the share above.</p>"
+                f"(percentile {_e(d['percentile'])}); compare with the share above.</p>"
             )
         out.append(
             f"<p>Worst host utilization {_pct(v['max_utilization'])}; mean excess over the cap when above it "
@@ -355,9 +361,9 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
         "<h2>Cost</h2>",
         _cost_bars(c),
         _table(["per year", f"before ({c['before']['kind']})", f"after ({c['after']['kind']})"], rows),
-        f"<p>Savings {_money(c['savings_per_year'], cur)} per year; buying the {c['after']['machines']} "
+        f"<p>Savings {money(c['savings_per_year'])} per year; buying the {_e(c['after']['machines'])} "
         f"{_hosts(c['after']['machines'])} costs "
-        f"{_money(c['capex'], cur)}, paid back in "
+        f"{money(c['capex'])}, paid back in "
         + (f"{12 * c['payback_years']:.1f} months" if c["payback_years"] is not None else "never")
         + " by the operating savings.</p>",
         "<p class='muted'>Assumptions (change them with a cost TOML, see docs/planning.md): "
@@ -381,9 +387,12 @@ def render_html(plan: Plan | Mapping[str, Any]) -> str:
 
 def write_html_report(plan: Plan | Mapping[str, Any], path: str | Path) -> Path:
     """Write the self-contained HTML report; returns its path."""
-    p = Path(path)
-    p.write_text(render_html(plan), encoding="utf-8")
-    return p
+    return write_text(path, render_html(plan), "report")
+
+
+def _e(value: object) -> str:
+    """Any value as HTML text: every string of a plan reaches the page only through here or escape()."""
+    return escape(str(value))
 
 
 def _hosts(count: int) -> str:

@@ -6,6 +6,7 @@ through this service. The library is `<data_dir>/plans/<name>.json`.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,28 +101,43 @@ class PlanService:
         check_name(stem, "plan name")
         return self.folder / f"{stem}.json"
 
+    def library_path(self, name: str) -> Path:
+        """Where plan ``name`` is kept (InvalidInput for a name that cannot be one): check it before planning."""
+        return self._path(name)
+
     def save(self, name: str, data: dict[str, Any]) -> Path:
         from corral.planning.serialize import write_plan_json
 
         path = self._path(name)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CorralError(f"plan library {self.folder}: cannot create it: {exc.strerror or exc}") from None
         write_plan_json(data, path)
         return path
 
     def names(self) -> list[dict[str, Any]]:
+        """The plans kept in the library (files that vanish or cannot be examined are left out)."""
         result = []
         for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
-            st = path.stat()
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
             result.append({"name": path.stem, "size_bytes": st.st_size, "modified": st.st_mtime})
         return result
 
     def read(self, name: str) -> dict[str, Any]:
+        """A plan of the library, checked against the schema: a damaged or malformed file is one
+        clear CorralError (the server's fault, not the caller's), never an unexpected exception."""
         path = self._path(name)
         if not path.is_file():
             raise NotFound(f"no plan named {path.stem!r}")
         try:
             return read_file(path)
-        except InvalidInput as exc:  # a damaged file in the library is the server's fault, not the caller's
+        except InvalidInput as exc:
             raise CorralError(f"plan {path.stem!r} cannot be read: {exc.message}") from None
 
     def report_html(self, name: str) -> str:
@@ -141,29 +157,25 @@ class _Resolved:
 def _resolve(request: PlanRequest) -> _Resolved:
     from corral.planning.catalog import get_kind, load_catalog
     from corral.planning.cost import CostParams, parse_cost_params
-    from corral.planning.planner import check_cap
+    from corral.planning.errors import CatalogError
+    from corral.planning.limits import MAX_SETTINGS_BYTES, read_small_text
+    from corral.planning.planner import check_cap, check_time_budget
 
+    check_cap(request.cap, request.percentile)
+    check_time_budget(request.time_budget_s)
     kinds = load_catalog(request.catalog)
     kind = get_kind(kinds, request.host_kind)
     before = get_kind(kinds, request.before_kind)
-    costs = CostParams() if request.costs is None else parse_cost_params(_read(request.costs), str(request.costs))
-    check_cap(request.cap, request.percentile)
+    costs = CostParams()
+    if request.costs is not None:
+        text = read_small_text(request.costs, "costs file", MAX_SETTINGS_BYTES, CatalogError)
+        costs = parse_cost_params(text, str(request.costs))
     return _Resolved(kinds, kind, before, costs)
 
 
 def read_file(path: Path) -> dict[str, Any]:
-    """A plan.json anywhere (corral report FILE), with a clear error when it is not one."""
-    from corral.planning.errors import PlanningError
+    """A plan.json anywhere (corral report FILE), checked against the schema; anything else is one
+    InvalidInput (a PlanFormatError) whose message names the file and the field."""
     from corral.planning.serialize import read_plan_json
 
-    try:
-        return read_plan_json(path)
-    except PlanningError as exc:
-        raise InvalidInput(f"plan {path}: {exc}") from None
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CorralError(f"{path}: cannot read: {exc.strerror}") from None
+    return read_plan_json(path)
