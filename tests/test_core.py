@@ -340,8 +340,29 @@ def test_harden_brings_an_older_definition_up_to_date(tmp_path: Path) -> None:
 
 
 def test_specs_refuse_nonsense_sizes_and_types() -> None:
-    for bad in ({"disk": 1e-20}, {"disk": True}, {"vcpus": True}, {"memory": 256.5}, {"vcpus": "2x"}):
+    for bad in ({"disk": 1e-20}, {"disk": True}, {"vcpus": True}, {"memory": 256.5}, {"vcpus": "2x"},
+                {"memory": 10**400}, {"load": {"cpu": 10**400}}):
         with pytest.raises(InvalidInput):
             spec_from_mapping({"name": "web", "image": "tiny", **bad})
     with pytest.raises(InvalidInput, match="whole number"):
         GuestSpec("web", "tiny", vcpus=True)
+
+
+def test_place_is_one_answer_with_failures_as_values() -> None:
+    from corral.core.capacity import Capacity, Demand, HostState, place
+
+    host = HostState("h1", (Capacity("cpu", "cores", 2.0), Capacity("memory", "MiB", 1000.0)))
+    after = place(host, Demand("a", {"cpu": 1.5, "memory": 400}))
+    assert isinstance(after, HostState) and after.used("cpu") == 1.5 and host.guests == ()  # a new value
+    again = place(after, Demand("a", {"cpu": 1.8, "memory": 400}))  # the same guest, resized: replaced
+    assert isinstance(again, HostState) and again.used("cpu") == pytest.approx(1.8)
+    refused = place(after, Demand("b", {"cpu": 1.0, "memory": 700}))
+    assert isinstance(refused, tuple) and {v.resource for v in refused} == {"cpu", "memory"}
+    assert {v.resource: v.excess for v in refused} == pytest.approx({"cpu": 0.5, "memory": 100.0})
+    assert "would use 2.50 of 2 cores, 0.50 cores over" in refused[0].describe()
+    # The admission guard is that model with its own capacities.
+    from corral.core.capacity import admission_state
+
+    state = admission_state("h", HOST, LIMITS, [footprint("g", 1, 512, 50, LIMITS)])
+    assert [b.resource for b in state.budgets()] == ["vcpus", "memory", "cpu"]
+    assert state.used("cpu") == pytest.approx(0.5)

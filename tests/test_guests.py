@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,38 +43,72 @@ def console_run(corral: Corral, guest: str, command: str, marker: str, timeout: 
         return console.expect(marker.encode(), timeout).decode(errors="replace")
 
 
-def test_full_life_cycle(corral: Corral) -> None:
+@pytest.fixture(scope="module")
+def life(corral_session: Corral) -> Iterator[tuple[Corral, str]]:
+    """One running tiny guest for the life-cycle tests below, each of which leaves it running (the
+    last one deletes it): one failure does not hide the others' results."""
     guest = name("life")
-    info = corral.guests.create(GuestSpec(guest, "tiny", memory_mib=160), start=True, wait=True)
+    corral_session.guests.create(GuestSpec(guest, "tiny", memory_mib=160), start=True, wait=True)
+    yield corral_session, guest
+    if corral_session.libvirt.exists(guest):
+        corral_session.guests.delete(guest)
+
+
+def _running(corral: Corral, guest: str) -> None:
+    """Put the shared guest back to running, whatever an earlier test left."""
+    state = corral.libvirt.state(guest)
+    if state == "paused":
+        corral.guests.resume(guest)
+    elif state != "running":
+        corral.guests.start(guest, wait=True)
+
+
+def test_a_created_guest_is_an_ordinary_running_domain(life: tuple[Corral, str]) -> None:
+    corral, guest = life
+    info = corral.guests.info(guest)
     assert info.state == "running" and info.id is not None
     assert info.managed_by_corral and info.image == "tiny"
     assert guest in virsh("list", "--name")  # an ordinary libvirt domain
 
-    # The serial console is a real shell.
-    out = console_run(corral, guest, "echo hello-$((6*7))", "hello-42")
-    assert "hello-42" in out
 
+def test_the_serial_console_is_a_real_shell(life: tuple[Corral, str]) -> None:
+    corral, guest = life
+    _running(corral, guest)
+    assert "hello-42" in console_run(corral, guest, "echo hello-$((6*7))", "hello-42")
+
+
+def test_pause_and_resume(life: tuple[Corral, str]) -> None:
+    corral, guest = life
+    _running(corral, guest)
     assert corral.guests.pause(guest).state == "paused"
     assert "paused" in virsh("domstate", guest)
     with pytest.raises(Conflict, match="already paused"):
         corral.guests.pause(guest)
     assert corral.guests.resume(guest).state == "running"
 
-    # A snapshot of the running guest (memory included) and a revert that really goes back.
+
+def test_a_snapshot_of_a_running_guest_really_goes_back(life: tuple[Corral, str]) -> None:
+    corral, guest = life
+    _running(corral, guest)
     corral.guests.snapshot_create(guest, "clean")
-    assert [s.name for s in corral.guests.snapshot_list(guest)] == ["clean"]
-    console_run(corral, guest, "touch /tmp/after-snapshot && echo made-$((1+1))", "made-2")
-    corral.guests.snapshot_revert(guest, "clean")
-    out = console_run(corral, guest, "test -e /tmp/after-snapshot && echo STILL-$((5+5)) || echo GONE-$((2+2))",
-                      "GONE-4")
-    assert "STILL-10" not in out
-    with pytest.raises(Conflict, match="already has a snapshot"):
-        corral.guests.snapshot_create(guest, "clean")
-    corral.guests.snapshot_delete(guest, "clean")
+    try:
+        assert [s.name for s in corral.guests.snapshot_list(guest)] == ["clean"]
+        console_run(corral, guest, "touch /tmp/after-snapshot && echo made-$((1+1))", "made-2")
+        corral.guests.snapshot_revert(guest, "clean")
+        out = console_run(corral, guest, "test -e /tmp/after-snapshot && echo STILL-$((5+5)) || echo GONE-$((2+2))",
+                          "GONE-4")
+        assert "STILL-10" not in out
+        with pytest.raises(Conflict, match="already has a snapshot"):
+            corral.guests.snapshot_create(guest, "clean")
+    finally:
+        corral.guests.snapshot_delete(guest, "clean")
     assert corral.guests.snapshot_list(guest) == []
 
-    # Reboot: the guest comes up a second time in the same QEMU.
-    log = Path(info.console_log or "")
+
+def test_reboot_comes_up_again_in_the_same_qemu(life: tuple[Corral, str]) -> None:
+    corral, guest = life
+    _running(corral, guest)
+    log = Path(corral.guests.info(guest).console_log or "")
     boots = log.read_bytes().count(b"CORRAL-READY")
     corral.guests.reboot(guest)
     deadline = time.monotonic() + 60
@@ -82,15 +116,18 @@ def test_full_life_cycle(corral: Corral) -> None:
         assert time.monotonic() < deadline, "guest did not come back after reboot"
         time.sleep(0.2)
 
+
+def test_shutdown_start_poweroff_and_delete(life: tuple[Corral, str]) -> None:
+    corral, guest = life
+    _running(corral, guest)
+    corral.guests.wait_ready(guest, 60)  # after a reboot: up again, able to see the power button
     # Clean shutdown through the ACPI power button.
     assert corral.guests.shutdown(guest, timeout_s=60).state == "shut-off"
     with pytest.raises(Conflict, match="shut-off"):
         corral.guests.shutdown(guest)
-
     # Start again, then power off at once.
     corral.guests.start(guest, wait=True)
     assert corral.guests.poweroff(guest).state == "shut-off"
-
     guest_dir = corral.settings.guests_dir / guest
     assert guest_dir.is_dir()
     corral.guests.delete(guest)

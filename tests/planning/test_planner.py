@@ -159,6 +159,9 @@ def test_unplaceable_server_is_reported_not_dropped() -> None:
     assert [u.server for u in plan.unplaceable] == ["cpu-hog", "mem-hog"]
     assert "cpu peak 95 MHz exceeds 85% of a test host" in plan.unplaceable[0].reason
     assert "mem" in plan.unplaceable[1].reason
+    both = make_traceset(["both-hog"], {"cpu": np.array([[95.0, 1.0]]), "mem": np.array([[1.0, 99.0]])})
+    reason = plan_consolidation(both, HOST, cap=0.85).unplaceable[0].reason
+    assert "cpu peak" in reason and "mem peak" in reason  # every resource it exceeds, not only the worst
     data = plan_to_json(plan)
     assert data["hosts"] == [
         {"kind": "test", "servers": ["ok"], "peak": {"cpu": 0.2, "mem": 0.01}, "mean": {"cpu": 0.15, "mem": 0.01}}

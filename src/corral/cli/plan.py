@@ -21,9 +21,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from corral.config import load_settings
+from corral.core.capacity import DEFAULT_CAP
 from corral.core.errors import CorralError, InvalidInput
 from corral.planning.errors import one_line  # escapes control characters: every message stays one line
-from corral.planning.names import FORMATS, RESOURCES
+from corral.planning.names import DEFAULT_BEFORE_KIND, DEFAULT_HOST_KIND, FORMATS, RESOURCES
 
 EXIT_UNPLACEABLE = 3
 
@@ -104,8 +105,8 @@ def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan_cmd(
         traces: list[Path] = typer.Argument(..., help="Trace folders, files or .tar.gz archives."),
-        host_kind: str = typer.Option("ml110-g5", "--host-kind", help="Host kind (see `corral host-kinds`)."),
-        cap: float = typer.Option(0.85, "--cap", help="Highest allowed utilization of a host, 0-1."),
+        host_kind: str = typer.Option(DEFAULT_HOST_KIND, "--host-kind", help="Host kind (see `corral host-kinds`)."),
+        cap: float = typer.Option(DEFAULT_CAP, "--cap", help="Highest allowed utilization of a host, 0-1."),
         percentile: float | None = typer.Option(
             None, "--percentile", help="Allow the worst (100-P) %% of steps above the cap (never above 100 %%)."
         ),
@@ -118,7 +119,8 @@ def register(app: typer.Typer) -> None:
         ),
         catalog: Path | None = typer.Option(None, "--catalog", help="TOML file of extra/overriding host kinds."),
         costs: Path | None = typer.Option(None, "--costs", help="TOML file with a [costs] table."),
-        before_kind: str = typer.Option("legacy-1u", "--before-kind", help="Kind of each server's own machine."),
+        before_kind: str = typer.Option(DEFAULT_BEFORE_KIND, "--before-kind",
+                                        help="Kind of each server's own machine."),
         html: Path | None = typer.Option(None, "--html", help="Also write the HTML report."),
         as_json: bool = typer.Option(False, "--json", help="Print the plan summary as JSON on stdout."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),

@@ -1,10 +1,12 @@
 """The capacity model: one answer to "does this guest fit on this host?", pure, over plain data.
 
-`place(host_state, guest)` returns the host with the guest added, or the limits it would break
-(failures as values, as Ganeti's `Node.addPri`). The admission guard, the planner's reasons for a
-server that fits no host, and the placement of guests across hosts all ask it.
+A host offers capacities (one per resource: how much its guests may use); a guest needs amounts of
+those resources. `place(host, guest)` returns the host with the guest added, or every capacity the
+guest would exceed and by how much (failures as values, as Ganeti's `Node.addPri`). The admission
+guard, the planner's reasons for a server that fits no host, and placement across hosts all ask it;
+they differ only in how they state capacities and needs.
 
-Three limits, each configurable:
+The admission guard's capacities, each configurable:
 - vCPUs: at most `cores x vcpu_overcommit` vCPUs of running guests;
 - memory: guests' memory within `(total - reserve) x memory_overcommit` (1.0: no overcommit);
 - utilization: the expected CPU demand of running guests within `cap x cores`. A guest's
@@ -14,8 +16,8 @@ Three limits, each configurable:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 MIB = 1024 * 1024
 DEFAULT_CAP = 0.85  # the utilization cap, everywhere a default is needed (admission, planner, policy)
@@ -47,13 +49,35 @@ class HostFacts:
 
 
 @dataclass(frozen=True)
+class Capacity:
+    """What a host's guests may use of one resource, and how to say it."""
+
+    resource: str
+    unit: str
+    limit: float
+    label: str = ""  # e.g. "vCPUs (cores x overcommit)"; the resource name when empty
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one guest (or server) needs of each resource."""
+
+    name: str
+    needs: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Footprint:
-    """What one guest takes from the host while it runs."""
+    """What one running guest takes from a host, in the admission guard's terms."""
 
     name: str
     vcpus: int
     memory_mib: int
     cpu_demand_cores: float  # expected average CPU use, in host cores
+
+    @property
+    def demand(self) -> Demand:
+        return Demand(self.name, {"vcpus": self.vcpus, "memory": self.memory_mib, "cpu": self.cpu_demand_cores})
 
 
 def footprint(name: str, vcpus: int, memory_mib: int, load_cpu_pct: float | None,
@@ -64,7 +88,7 @@ def footprint(name: str, vcpus: int, memory_mib: int, load_cpu_pct: float | None
 
 @dataclass(frozen=True)
 class Budget:
-    """One limit: what the host allows, what running guests use, what is free."""
+    """One capacity: what the host allows, what its guests use, what is free."""
 
     resource: str
     unit: str
@@ -77,6 +101,73 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Violation:
+    resource: str
+    unit: str
+    limit: float
+    would_use: float
+    label: str = ""
+
+    @property
+    def excess(self) -> float:
+        return self.would_use - self.limit
+
+    def describe(self) -> str:
+        return (
+            f"{self.label or self.resource}: would use {_fmt(self.would_use)} of {_fmt(self.limit)} {self.unit}, "
+            f"{_fmt(self.excess)} {self.unit} over"
+        )
+
+
+@dataclass(frozen=True)
+class HostState:
+    """A host as the capacity model sees it: its capacities and the guests it holds."""
+
+    name: str
+    capacity: tuple[Capacity, ...]
+    guests: tuple[Demand, ...] = ()
+
+    def used(self, resource: str) -> float:
+        return sum(g.needs.get(resource, 0.0) for g in self.guests)
+
+    def budgets(self) -> tuple[Budget, ...]:
+        return tuple(Budget(c.resource, c.unit, c.limit, self.used(c.resource)) for c in self.capacity)
+
+    def without(self, name: str) -> HostState:
+        return replace(self, guests=tuple(g for g in self.guests if g.name != name))
+
+
+def place(host: HostState, guest: Demand) -> HostState | tuple[Violation, ...]:
+    """The host with `guest` added (replacing a guest of the same name), or every capacity it would
+    exceed and by how much. Never both: a value to branch on, not an exception."""
+    after = replace(host, guests=(*host.without(guest.name).guests, guest))
+    broken = tuple(Violation(c.resource, c.unit, c.limit, after.used(c.resource), c.label)
+                   for c in host.capacity if after.used(c.resource) > c.limit + 1e-9)
+    return broken or after
+
+
+# --- the admission guard's statement of capacities and needs --------------------------------------
+ADMISSION_LABELS = {
+    "vcpus": "vCPUs (cores x overcommit)",
+    "memory": "memory for guests (total - reserve)",
+    "cpu": "expected CPU demand (cap x cores)",
+}
+
+
+def admission_capacity(host: HostFacts, limits: CapacityLimits) -> tuple[Capacity, ...]:
+    return (
+        Capacity("vcpus", "vCPUs", host.cores * limits.vcpu_overcommit, ADMISSION_LABELS["vcpus"]),
+        Capacity("memory", "MiB", max(0.0, (host.memory_mib - limits.memory_reserve_mib) * limits.memory_overcommit),
+                 ADMISSION_LABELS["memory"]),
+        Capacity("cpu", "cores", host.cores * limits.cap, ADMISSION_LABELS["cpu"]),
+    )
+
+
+def admission_state(name: str, host: HostFacts, limits: CapacityLimits, running: Iterable[Footprint]) -> HostState:
+    return HostState(name, admission_capacity(host, limits), tuple(g.demand for g in running))
+
+
+@dataclass(frozen=True)
 class CapacityReport:
     host: HostFacts
     limits: CapacityLimits
@@ -84,75 +175,13 @@ class CapacityReport:
 
 
 def capacity_report(host: HostFacts, limits: CapacityLimits, running: Iterable[Footprint]) -> CapacityReport:
-    guests = list(running)
-    return CapacityReport(
-        host,
-        limits,
-        (
-            Budget("vcpus", "vCPUs", host.cores * limits.vcpu_overcommit, sum(g.vcpus for g in guests)),
-            Budget(
-                "memory",
-                "MiB",
-                max(0.0, (host.memory_mib - limits.memory_reserve_mib) * limits.memory_overcommit),
-                sum(g.memory_mib for g in guests),
-            ),
-            Budget("cpu", "cores", host.cores * limits.cap, sum(g.cpu_demand_cores for g in guests)),
-        ),
-    )
-
-
-@dataclass(frozen=True)
-class Violation:
-    resource: str
-    unit: str
-    limit: float
-    would_use: float
-
-    @property
-    def excess(self) -> float:
-        return self.would_use - self.limit
-
-    def describe(self) -> str:
-        what = {
-            "vcpus": "vCPUs (cores x overcommit)",
-            "memory": "memory for guests (total - reserve)",
-            "cpu": "expected CPU demand (cap x cores)",
-        }[self.resource]
-        return (
-            f"{what}: would use {_fmt(self.would_use)} of {_fmt(self.limit)} {self.unit}, "
-            f"{_fmt(self.excess)} {self.unit} over"
-        )
-
-
-@dataclass(frozen=True)
-class HostState:
-    """A host as the capacity model sees it: what it has, its limits, the guests it holds."""
-
-    name: str
-    facts: HostFacts
-    limits: CapacityLimits
-    guests: tuple[Footprint, ...] = ()
-
-    def report(self) -> CapacityReport:
-        return capacity_report(self.facts, self.limits, self.guests)
-
-    def without(self, name: str) -> HostState:
-        return replace(self, guests=tuple(g for g in self.guests if g.name != name))
-
-
-def place(host: HostState, guest: Footprint) -> HostState | tuple[Violation, ...]:
-    """The host with `guest` added (replacing a guest of the same name), or every limit that would break
-    and by how much. Never both: a value to branch on, not an exception."""
-    after = replace(host, guests=(*host.without(guest.name).guests, guest))
-    broken = tuple(Violation(b.resource, b.unit, b.limit, b.used) for b in after.report().budgets
-                   if b.used > b.limit + 1e-9)
-    return broken or after
+    return CapacityReport(host, limits, admission_state("host", host, limits, running).budgets())
 
 
 def admission_violations(host: HostFacts, limits: CapacityLimits, running: Iterable[Footprint],
                          candidate: Footprint) -> list[Violation]:
     """The limits that `candidate` would break if it started beside `running` (empty: admit)."""
-    result = place(HostState("host", host, limits, tuple(running)), candidate)
+    result = place(admission_state("host", host, limits, running), candidate.demand)
     return list(result) if isinstance(result, tuple) else []
 
 

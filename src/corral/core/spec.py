@@ -153,8 +153,8 @@ def _number(value: Any, what: str, *, integer: bool = False) -> float:
         raise InvalidInput(f"{what} must be a number, not {value!r}")
     try:
         number = float(value)
-    except ValueError:
-        raise InvalidInput(f"{what} must be a number, not {value!r}") from None
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"{what} must be a finite number, not {str(value)[:40]!r}") from None
     if number != number or number in (float("inf"), float("-inf")):
         raise InvalidInput(f"{what} must be a finite number")
     if integer and number != int(number):

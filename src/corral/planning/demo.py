@@ -8,6 +8,7 @@ import numpy as np
 
 from corral.planning.catalog import HostKind, load_catalog
 from corral.planning.model import TraceSet, make_traceset
+from corral.planning.names import DEFAULT_BEFORE_KIND
 
 
 def demo_traceset(
@@ -25,7 +26,7 @@ def demo_traceset(
     its ``mean_utils`` (default ``mean_util``) of its CPU in a daily wave that peaks at its
     ``peak_hours`` (default: staggered over the day), with some noise, and using the same share of
     its memory. ``names`` (default server-1..n) sets how many servers there are."""
-    kind = kind or load_catalog()["legacy-1u"]
+    kind = kind or load_catalog()[DEFAULT_BEFORE_KIND]
     names = list(names) if names is not None else [f"server-{i + 1}" for i in range(n)]
     count = len(names)
     utils = list(mean_utils) if mean_utils is not None else [mean_util] * count

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
+from corral.core.capacity import DEFAULT_CAP, Capacity, Demand, HostState, place
 from corral.planning import packing as pk
 from corral.planning.catalog import HostKind, load_catalog
 from corral.planning.cost import CostComparison, CostParams, compare_costs
 from corral.planning.errors import InfeasibleError, PlanningError
 from corral.planning.model import TraceSet
+from corral.planning.names import DEFAULT_BEFORE_KIND
 
 Progress = Callable[[str, float], None]  # (stage, fraction done)
 
@@ -143,10 +145,31 @@ def _check_request(traces: TraceSet, cap: float, percentile: float | None, resou
         raise PlanningError("a resource is listed twice")
 
 
+def why_unplaceable(traces: TraceSet, server: int, kind: HostKind, cap: float, resources: Sequence[str],
+                    k: int, percentile: float | None) -> str:
+    """Why a server fits no empty host of `kind`, in the words of the one capacity model: its peaks
+    (with a percentile: the value it may exceed on only k steps) against the capped capacities, and with
+    a percentile its peaks against the host's whole capacity, which is never to be exceeded."""
+    peaks = {r: float(traces.demand[r][server].max()) for r in resources}
+    tests = [("peak", peaks, 1.0, "100 %")] if k else []
+    kept = {r: float(np.sort(traces.demand[r][server])[-min(k + 1, traces.n_steps)]) for r in resources} \
+        if k else peaks
+    tests.append((f"{percentile}th percentile" if k else "peak", kept, cap, f"{cap:.0%}"))
+    reasons: list[str] = []
+    for what, needs, share, share_text in tests:
+        host = HostState(kind.name, tuple(Capacity(r, r, share * kind.capacity(r)) for r in resources))
+        result = place(host, Demand(traces.names[server], needs))
+        if isinstance(result, tuple):
+            reasons = [f"{v.resource} {what} {human(v.would_use, v.resource)} exceeds {share_text} of a "
+                       f"{kind.name} host ({human(v.limit, v.resource)})" for v in result]
+            break
+    return "; ".join(reasons) or f"it fits no empty {kind.name} host at the cap"
+
+
 def plan_consolidation(
     traces: TraceSet,
     host_kind: HostKind,
-    cap: float = 0.85,
+    cap: float = DEFAULT_CAP,
     percentile: float | None = None,
     resources: Sequence[str] | None = None,
     time_budget_s: float = 5.0,
@@ -185,19 +208,8 @@ def plan_consolidation(
         deadline = time.perf_counter() + max(0.0, time_budget_s)  # compiling is not search time
 
     bad = pk.unplaceable_mask(D, lim)
-    unplaceable = []
-    for i in np.flatnonzero(bad).tolist():
-        worst = int(np.argmax(D[i].max(axis=1)))
-        r = res[worst]
-        peak = float(traces.demand[r][i].max())
-        if k and peak > host_kind.capacity(r):
-            why = f"{r} peak {human(peak, r)} exceeds 100 % of a {host_kind.name} host"
-            why += f" ({human(host_kind.capacity(r), r)})"
-        else:
-            value = float(np.sort(traces.demand[r][i])[-min(k + 1, traces.n_steps)]) if k else peak
-            why = f"{r} {f'{percentile}th percentile' if k else 'peak'} {human(value, r)} exceeds "
-            why += f"{cap:.0%} of a {host_kind.name} host ({human(cap * host_kind.capacity(r), r)})"
-        unplaceable.append(Unplaceable(traces.names[i], why))
+    unplaceable = [Unplaceable(traces.names[i], why_unplaceable(traces, i, host_kind, cap, res, k, percentile))
+                   for i in np.flatnonzero(bad).tolist()]
     ok_idx = np.flatnonzero(~bad)
     Dp = D[ok_idx]
     say("first fit", 0.0)
@@ -235,7 +247,7 @@ def plan_consolidation(
         raise PlanningError("internal error: the search produced a plan over the cap")
     assignment = np.full(traces.n_servers, -1, dtype=np.int64)
     assignment[ok_idx] = pk.compact(assign_p) if ok_idx.size else assign_p
-    before_kind = before_kind or load_catalog()["legacy-1u"]
+    before_kind = before_kind or load_catalog()[DEFAULT_BEFORE_KIND]
     costs = compare_costs(
         before_kind,
         before_utilization(traces)[assignment >= 0],

@@ -17,15 +17,17 @@ from typing import Any
 from corral.adapters.files import write_atomic
 from corral.adapters.libvirt_host import ACTIVE_STATES
 from corral.config import Settings
+from corral.core.capacity import DEFAULT_CAP
 from corral.core.errors import Conflict
 from corral.core.spec import GuestSpec, LoadSpec
+from corral.planning.names import DEFAULT_BEFORE_KIND
 from corral.services.guests import GuestService, ListedDomain
 from corral.services.images import TINY, ImageService
 from corral.services.plans import PlanRequest, PlanService
 from corral.services.registry import HostRegistry
 
-BEFORE_KIND = "legacy-1u"
-CAP = 0.85
+BEFORE_KIND = DEFAULT_BEFORE_KIND
+CAP = DEFAULT_CAP
 Step = Callable[[str, int, int], None]  # (what is happening, done, total)
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corral.config import Settings
+from corral.core.capacity import DEFAULT_CAP
 from corral.core.errors import CorralError, InvalidInput, NotFound
 from corral.core.validate import check_name
+from corral.planning.names import DEFAULT_BEFORE_KIND, DEFAULT_HOST_KIND
 
 if TYPE_CHECKING:
     from corral.planning.catalog import HostKind
@@ -28,8 +30,8 @@ Update = Callable[[str, int, int, str | None], None]  # (stage, done, total, det
 @dataclass(frozen=True)
 class PlanRequest:
     traces: Sequence[Path] = ()
-    host_kind: str = "ml110-g5"
-    cap: float = 0.85
+    host_kind: str = DEFAULT_HOST_KIND
+    cap: float = DEFAULT_CAP
     percentile: float | None = None
     resources: Sequence[str] | None = None
     fmt: str = "auto"
@@ -37,7 +39,7 @@ class PlanRequest:
     validate_on: Sequence[Path] = field(default_factory=tuple)
     catalog: Path | None = None
     costs: Path | None = None
-    before_kind: str = "legacy-1u"
+    before_kind: str = DEFAULT_BEFORE_KIND
 
 
 @dataclass(frozen=True)
