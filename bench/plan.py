@@ -27,7 +27,7 @@ from corral.planning import (
 )
 from corral.planning.planner import Plan, Validation
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the project
 DAYS = ("20110303", "20110306", "20110309", "20110322", "20110325")
 
 

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path("/work/shared/data")
+from tests.conftest import require
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # ../shared/data beside the project
 PLANETLAB = DATA / "planetlab"
 BITBRAINS = DATA / "bitbrains-rnd" / "2013-7-week1-100vms.tar.gz"
 
 
 def _unpack(archive: Path, dest: Path) -> Path:
     if not archive.exists():
-        pytest.skip(f"{archive} not available")
+        require(False, f"the traces at {archive}")
     with tarfile.open(archive, "r:gz") as tf:
         tf.extractall(dest)  # trusted, read-only project data
     (sub,) = [p for p in dest.iterdir() if p.is_dir()]
