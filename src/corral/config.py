@@ -97,7 +97,7 @@ class Settings:
     @property
     def hosts(self) -> tuple[HostSpec, ...]:
         """The hosts Corral manages from its configuration: the local one (`libvirt_uri`)."""
-        return (HostSpec(LOCAL_HOST, self.libvirt_uri, accelerator=self.accelerator),)
+        return (HostSpec(LOCAL_HOST, self.libvirt_uri, storage="shared", accelerator=self.accelerator),)
 
     @property
     def allowed_image_dirs(self) -> tuple[Path, ...]:

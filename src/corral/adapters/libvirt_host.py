@@ -71,6 +71,7 @@ class NodeInfo:
     """A host as its own libvirt describes it (virNodeGetInfo, the capabilities, the host name)."""
 
     hostname: str
+    uuid: str  # libvirt's host UUID: two hosts with the same one cannot migrate to each other
     arch: str
     cpu_model: str
     cores: int  # logical CPUs guests share
@@ -228,8 +229,8 @@ class LibvirtHost:
                 if arch is not None and arch.get("name") == "x86_64":
                     emulator = arch.findtext("emulator") or ""
             model_name = caps.findtext("host/cpu/model") or model
-            self._node = NodeInfo(hostname, str(model), model_name, int(cpus), int(mhz), int(memory_mib),
-                                  emulator or "/usr/bin/qemu-system-x86_64")
+            self._node = NodeInfo(hostname, caps.findtext("host/uuid") or "", str(model), model_name, int(cpus),
+                                  int(mhz), int(memory_mib), emulator or "/usr/bin/qemu-system-x86_64")
         return self._node
 
     def node_counters(self) -> NodeCounters:

@@ -18,7 +18,7 @@ QUEUE_DEPTH = 4  # a slow client loses old intervals, never holds the sampler up
 
 
 def sample_dict(sample: Sample) -> dict[str, Any]:
-    return {"time": sample.time, "domain": sample.domain, **dict(sample.values)}
+    return {"time": sample.time, "domain": sample.domain, "host": sample.host, **dict(sample.values)}
 
 
 class LiveStats:

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from corral.core.errors import InvalidInput
 from corral.core.spec import MAX_DISK_GIB, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, GuestSpec, spec_from_mapping
 
-# The pattern is documented in the schema (clients and fuzzers see the shape of a name) but checked by
-# the core's check_name(), so a bad name gets the same one-line message as in the CLI.
+# The pattern is documented in the schema (clients and fuzzers see the shape of a name) but checked by the
+# services (the core's check_name()), so a bad name gets the same one-line message as in the CLI.
 NAME_SCHEMA = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"}
 
 

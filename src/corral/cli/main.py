@@ -59,40 +59,7 @@ def say(message: str) -> None:
     err.print(f"[dim]…[/dim] {message}")
 
 
-# --- host and listing ---------------------------------------------------------------------
-@app.command()
-def host(as_json: JsonOpt = False) -> None:
-    """The host: CPU, memory, the engine in use and why, the capacity model and what is free."""
-    report = corral().host.report()
-    snap, cap = report.snapshot, report.capacity
-    budgets = {b.resource: b for b in cap.budgets}
-    if as_json:
-        emit_json(report.as_dict())
-        return
-    table = Table(show_header=False, box=None, padding=(0, 2))
-    table.add_row("host", f"{snap.hostname} (Linux {snap.kernel})")
-    table.add_row("CPU", f"{snap.cpu_model}, {snap.cores} logical cores, {snap.cpu_pct:.0f} % busy")
-    table.add_row("memory", f"{snap.memory_total_mib} MiB, {snap.memory_used_mib} MiB used")
-    table.add_row("engine", f"[bold]{report.accelerator.engine.upper()}[/bold] — {report.accelerator.reason}")
-    table.add_row("libvirt", f"{report.libvirt_uri}: {report.running_guests} running of "
-                             f"{report.defined_guests} defined")
-    table.add_row("network", report.network_reason)
-    limits = cap.limits
-    table.add_row("limits", f"cap {limits.cap:.0%} of CPU, {limits.vcpu_overcommit:g} vCPUs per core, "
-                            f"{limits.memory_reserve_mib} MiB reserved, memory overcommit "
-                            f"{limits.memory_overcommit:g}, assumed guest load "
-                            f"{limits.assumed_guest_utilization:.0%}")
-    out.print(table)
-    caps = Table(title="Capacity (running guests)", title_justify="left")
-    for column in ("resource", "limit", "allocated", "free"):
-        caps.add_column(column, justify="right" if column != "resource" else "left")
-    labels = {"vcpus": "vCPUs", "memory": "memory (MiB)", "cpu": "expected CPU (cores)"}
-    for key in ("vcpus", "memory", "cpu"):
-        b = budgets[key]
-        caps.add_row(labels[key], f"{b.limit:g}", f"{b.used:g}", f"{b.free:g}")
-    out.print(caps)
-
-
+# --- listing ---------------------------------------------------------------------------------
 @app.command("list")
 def list_domains(as_json: JsonOpt = False,
                  host: Annotated[str | None, typer.Option("--host", help="Only this host's domains.")] = None
@@ -205,6 +172,12 @@ def create(
     spec: Annotated[Path | None, typer.Option(help="A TOML file with the same fields.")] = None,
     start: Annotated[bool, typer.Option("--start", help="Start it after defining it.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="With --start: return when it is up.")] = False,
+    host: Annotated[str | None, typer.Option("--host", help="The host to make it on, or 'auto' to let "
+                                                            "placement choose (default: the local host).")] = None,
+    weigher: Annotated[str, typer.Option(help="With --host auto: pack (fill the busiest host that fits) or "
+                                              "spread.")] = "pack",
+    explain: Annotated[bool, typer.Option("--explain", help="With --host auto: say which filter removed which "
+                                                            "host, and each host's weight.")] = False,
 ) -> None:
     """Define a guest (and start it with --start). Refused when it would overload the host."""
     if spec is not None:
@@ -223,8 +196,17 @@ def create(
                 fields[key] = value
         # The same builder as spec files and the REST API; a relative --iso is relative to here.
         guest = spec_from_mapping(fields, base_dir=Path.cwd())
-    details = corral().guests.create(guest, start=start, wait=wait, progress=say)
-    out.print(f"{details.name}: {details.state}")
+    if (explain or weigher != "pack") and host != "auto":
+        raise InvalidInput("--explain and --weigher go with --host auto")
+    if host == "auto":
+        placement = corral().guests.placement(guest, weigher=weigher)
+        if explain:
+            for line in placement.explain():
+                err.print(line, highlight=False)
+        host = placement.chosen or "auto"  # none fits: create says why
+    details = corral().guests.create(guest, start=start, wait=wait, progress=say, host=host)
+    where = f" on {details.host}" if len(corral().hosts) > 1 else ""
+    out.print(f"{details.name}: {details.state}{where}")
 
 
 @app.command()
@@ -415,14 +397,18 @@ def _progress() -> Progress:
 
 def _register_extensions() -> None:
     from corral.cli import collect as collect_cli
+    from corral.cli import hosts as hosts_cli
     from corral.cli import monitor as monitor_cli
     from corral.cli import plan as plan_cli
     from corral.cli import serve as serve_cli
+    from corral.cli import simulate as simulate_cli
 
+    hosts_cli.register(app, corral, out, err)
     monitor_cli.register(app, corral, out, err)
     serve_cli.register(app, corral, out, err)
     collect_cli.register(app)
     plan_cli.register(app)
+    simulate_cli.register(app)
 
 
 _register_extensions()

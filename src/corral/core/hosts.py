@@ -22,15 +22,34 @@ ACCELERATORS = ("auto", "kvm", "tcg")
 _SCHEME = re.compile(r"^(qemu|test)(\+(ssh|libssh|libssh2|tcp|tls|unix|ext))?$")
 
 
+POWER_DRIVERS = ("none", "command", "wol", "ipmi")
+
+
+@dataclass(frozen=True)
+class PowerSpec:
+    """How Corral puts a host in standby and wakes it: a driver and its settings."""
+
+    driver: str = "none"
+    settings: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.driver not in POWER_DRIVERS:
+            raise InvalidInput(f"power driver {self.driver!r}: use one of {', '.join(POWER_DRIVERS)}")
+
+    def get(self, key: str, default: str = "") -> str:
+        return dict(self.settings).get(key, default)
+
+
 @dataclass(frozen=True)
 class HostSpec:
     """A managed host: its name, how to reach its libvirt, and what Corral is told about it."""
 
     name: str
     uri: str
-    storage: str = "copy"
+    storage: str = "copy"  # "shared": Corral's data folder is on storage this host sees too
     accelerator: str = "auto"  # auto: probe (local hosts) or libvirt's domain capabilities (remote)
-    power: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # power driver and its settings
+    power: PowerSpec = field(default_factory=PowerSpec)
+    network: str | None = None  # libvirt network for guests' NICs there; None: the configured one, "": user-mode
 
     def __post_init__(self) -> None:
         check_host_name(self.name)
@@ -40,6 +59,8 @@ class HostSpec:
                                f"not {self.storage!r}")
         if self.accelerator not in ACCELERATORS:
             raise InvalidInput(f"host {self.name}: accelerator must be one of {', '.join(ACCELERATORS)}")
+        if self.network:
+            check_name(self.network, "network name")
 
     @property
     def on_this_machine(self) -> bool:
@@ -75,3 +96,24 @@ def uri_is_local(uri: str) -> bool:
         return ipaddress.ip_address(parts.hostname).is_loopback or "socket" in parse_qs(parts.query)
     except ValueError:
         return False
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A registered host and the states an administrator sets on it."""
+
+    spec: HostSpec
+    maintenance: bool = False  # no new guests, evacuated; the balancer leaves it alone
+    standby: bool = False  # powered down by Corral to save energy; woken when needed
+
+
+HOST_STATES = ("up", "unreachable", "maintenance", "standby")
+
+
+def host_state(record: HostRecord, reachable: bool) -> str:
+    """What `corral host list` calls a host's state."""
+    if record.standby:
+        return "standby"
+    if record.maintenance:
+        return "maintenance"
+    return "up" if reachable else "unreachable"

@@ -7,6 +7,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from corral.adapters.hoststore import HostStore
 from corral.adapters.libvirt_host import LibvirtHost
 from corral.config import Settings, load_settings
 from corral.services.guests import GuestService
@@ -58,7 +59,7 @@ class Corral:
 
 def open_corral(settings: Settings | None = None, hosts: HostRegistry | None = None) -> Corral:
     settings = settings or load_settings()
-    registry = hosts or HostRegistry(settings.hosts)
+    registry = hosts or HostRegistry(settings.hosts, HostStore(settings.data_dir / "hosts.sqlite"))
     images = ImageService(settings)
     host = HostService(settings, registry)
     return Corral(settings, registry, images, host, GuestService(settings, registry, images, host))

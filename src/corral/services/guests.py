@@ -23,7 +23,7 @@ from corral.adapters.files import require_allowed_file
 from corral.adapters.libvirt_host import ACTIVE_STATES, DomainRow, LibvirtHost
 from corral.adapters.locks import Claim, HostLock
 from corral.config import Settings
-from corral.core.capacity import MIB, admission_violations, footprint
+from corral.core.capacity import MIB, admission_state, admission_violations, footprint
 from corral.core.domxml import (
     CorralMeta,
     DiskPlan,
@@ -44,6 +44,7 @@ from corral.core.errors import (
     InvalidInput,
     NotFound,
 )
+from corral.core.placement import DEFAULT_WEIGHER, Candidate, Placement, choose
 from corral.core.spec import GuestSpec
 from corral.core.validate import check_domain_name, check_name
 from corral.monitoring.metrics import HOST_DOMAIN
@@ -62,6 +63,7 @@ DEFAULT_ISO_DISK_GIB = 10.0
 CREATE_MARKER = ".creating"  # in a guest's folder while a create runs, and after one that could not be undone
 ADMISSION_WAIT_S = 20.0  # a start waits this long for the admission lock, then fails (503) instead of hanging
 RESUME_SETTLE_S = 0.5
+AUTO = "auto"  # --host auto: placement chooses
 Progress = Callable[[str], None]
 log = logging.getLogger("corral.guests")
 
@@ -168,22 +170,72 @@ class GuestService:
 
     def check(self, spec: GuestSpec, *, start: bool, host: str | None = None) -> ImageRecord:
         """Everything `create` checks before it makes anything, in the same order and with the same
-        errors: the image and its files, the ISO, the load, the name (unique across hosts), the host's
-        admission guard."""
+        errors: the image and its files, the ISO, the load, the name (unique across hosts), the host
+        (`auto`: placement) and its admission guard."""
+        image = self._check_spec(spec)
+        target = self._target(spec, image, host)
+        self.check_admission(spec.name, spec.vcpus, spec.memory_mib, spec.load.declared_cpu_pct,
+                             beside_running=start, host=target.name)
+        return image
+
+    def _check_spec(self, spec: GuestSpec) -> ImageRecord:
         image = self.images.get(spec.image)
         self.images.verified_source(image)
         if spec.iso is not None:
             require_allowed_file(spec.iso, "iso", self.settings.allowed_image_dirs)
         if not spec.load.is_idle and image.kind != "kernel":
             raise InvalidInput(f"--load needs the built-in image (tiny); {spec.image!r} runs its own software")
-        target = self.hosts.get(host)
         owner = self.hosts.owner(spec.name)
         if owner is not None:
             where = f" on host {owner.name}" if len(self.hosts) > 1 else ""
             raise Conflict(f"a domain named {spec.name!r} already exists{where}")
-        self.check_admission(spec.name, spec.vcpus, spec.memory_mib, spec.load.declared_cpu_pct,
-                             beside_running=start, host=target.name)
         return image
+
+    def _target(self, spec: GuestSpec, image: ImageRecord, host: str | None) -> Host:
+        """The host a new guest goes to: the one named (which must be able to take guests), the default
+        one, or with `auto` the one placement chooses."""
+        if host == AUTO:
+            placement = self.placement(spec, image=image)
+            if placement.chosen is None:
+                raise AdmissionRefused(placement.refusal(spec.name))
+            return self.hosts.get(placement.chosen)
+        target = self.hosts.get(host)
+        if target.standby:
+            raise Conflict(f"host {target.name} is in standby: wake it first (corral host wake {target.name})")
+        if target.maintenance:
+            raise Conflict(f"host {target.name} is in maintenance: it takes no new guests")
+        available, why = self._image_on(target, image)
+        if not available:
+            raise Conflict(f"{spec.image} cannot be used on host {target.name}: {why}")
+        return target
+
+    def placement(self, spec: GuestSpec, *, weigher: str = DEFAULT_WEIGHER,
+                  image: ImageRecord | None = None) -> Placement:
+        """Which host would take this guest, through the placement filters and weighers, with the reasons
+        (what `create --host auto --explain` prints)."""
+        image = image or self.images.get(spec.image)
+        guest = footprint(spec.name, spec.vcpus, spec.memory_mib, spec.load.declared_cpu_pct, self.settings.limits)
+        return choose([self._candidate(h, image) for h in self.hosts], guest.demand, weigher)
+
+    def _candidate(self, target: Host, image: ImageRecord) -> Candidate:
+        if target.standby:  # off: not asked
+            return Candidate(target.name, reachable=True, maintenance=target.maintenance, standby=True)
+        try:
+            capacity = admission_state(target.name, self.host.facts(target.name), self.settings.limits,
+                                       self.host.running_footprints(target.name))
+        except CorralError:
+            return Candidate(target.name, reachable=False, maintenance=target.maintenance)
+        available, why = self._image_on(target, image)
+        return Candidate(target.name, True, target.maintenance, False, capacity, available, why)
+
+    @staticmethod
+    def _image_on(target: Host, image: ImageRecord) -> tuple[bool, str]:
+        """Can a guest of this image be made on that host? Its disks and the image live in Corral's data
+        folder: a host must see it (storage shared)."""
+        if target.spec.storage == "shared":
+            return True, ""
+        return False, (f"image {image.name} lives in Corral's data folder, which {target.name} does not share "
+                       f"(registered with storage copy)")
 
     # --- create ------------------------------------------------------------------------
     def create(self, spec: GuestSpec, *, start: bool = False, wait: bool = False,
@@ -193,9 +245,11 @@ class GuestService:
         gone) leaves a marker so that `corral delete NAME` finishes the job. A guest that was made and
         started is never removed because it was slow to signal readiness."""
         say = progress or (lambda _msg: None)
-        target = self.hosts.get(host)
+        image = self._check_spec(spec)
+        target = self._target(spec, image, host)
         lv = target.libvirt
-        image = self.check(spec, start=start, host=target.name)
+        self.check_admission(spec.name, spec.vcpus, spec.memory_mib, spec.load.declared_cpu_pct,
+                             beside_running=start, host=target.name)
         iso = require_allowed_file(spec.iso, "iso", self.settings.allowed_image_dirs) if spec.iso else None
         guest_dir = self.settings.guests_dir / spec.name
         accel = self.host.accelerator(target.name)
@@ -320,6 +374,7 @@ class GuestService:
         """Start a guest (the admission guard first). With `wait`, return once it signals readiness.
         `still_wanted` is asked once the admission lock is held: a request its client gave up on while
         waiting for the lock starts nothing."""
+        check_domain_name(name)
         say = progress or (lambda _msg: None)
         log_offset = self._start(self.hosts.locate(name), name, progress, still_wanted)
         if wait:
@@ -396,6 +451,7 @@ class GuestService:
 
     def console_log_size(self, name: str) -> int:
         """Where the next boot's output will begin in the guest's console log."""
+        check_domain_name(name)
         lv = self._at(name)
         log_path = self._console_log(name, parse_domain_xml(lv.xml(name, inactive=True)).meta)
         if log_path is None:
@@ -413,6 +469,7 @@ class GuestService:
         Corral did not make, can only be seen running. GuestTimeout (the guest is left running) when
         the signal does not come in time.
         """
+        check_domain_name(name)
         began = time.monotonic()
         lv = self._at(name)
         facts = parse_domain_xml(lv.xml(name))
@@ -450,6 +507,7 @@ class GuestService:
 
     def shutdown(self, name: str, *, timeout_s: float = 60, force: bool = False) -> GuestInfo:
         """ACPI power button, then wait; with force, power off whatever is still running."""
+        check_domain_name(name)
         lv = self._at(name)
         self._require_active(lv, name, "shut down")
         if lv.state(name) == "paused":  # a paused guest cannot see the power button
@@ -466,18 +524,21 @@ class GuestService:
         return self.info(name)
 
     def poweroff(self, name: str) -> GuestInfo:
+        check_domain_name(name)
         lv = self._at(name)
         self._require_active(lv, name, "power off")
         lv.destroy(name)
         return self.info(name)
 
     def reboot(self, name: str) -> GuestInfo:
+        check_domain_name(name)
         lv = self._at(name)
         self._require_active(lv, name, "reboot")
         lv.reboot(name)
         return self.info(name)
 
     def pause(self, name: str) -> GuestInfo:
+        check_domain_name(name)
         lv = self._at(name)
         if lv.state(name) == "paused":
             raise Conflict(f"{name} is already paused")
@@ -486,6 +547,7 @@ class GuestService:
         return self.info(name)
 
     def resume(self, name: str) -> GuestInfo:
+        check_domain_name(name)
         lv = self._at(name)
         state = lv.state(name)
         if state != "paused":
@@ -552,6 +614,7 @@ class GuestService:
         raise NotFound(f"no domain named {name!r}")
 
     def clone(self, source: str, new_name: str) -> GuestInfo:
+        check_domain_name(source)
         check_domain_name(new_name)
         if self.hosts.owner(new_name) is not None:
             raise Conflict(f"a domain named {new_name!r} already exists")
@@ -585,6 +648,7 @@ class GuestService:
 
     # --- snapshots ---------------------------------------------------------------------------
     def snapshot_create(self, name: str, snapshot: str) -> SnapshotInfo:
+        check_domain_name(name)
         check_name(snapshot, "snapshot name")
         if snapshot in [s.name for s in self.snapshot_list(name)]:
             raise Conflict(f"{name} already has a snapshot named {snapshot!r}")
@@ -593,6 +657,7 @@ class GuestService:
         return next(s for s in self.snapshot_list(name) if s.name == snapshot)
 
     def snapshot_list(self, name: str) -> list[SnapshotInfo]:
+        check_domain_name(name)
         result = []
         for snap_name, xml, current in self._at(name).snapshots(name):
             created, state = _snapshot_facts(xml)
@@ -601,6 +666,7 @@ class GuestService:
 
     def snapshot_revert(self, name: str, snapshot: str) -> GuestInfo:
         """Return to a snapshot. One taken while the guest ran starts it: the guard is asked first."""
+        check_domain_name(name)
         check_name(snapshot, "snapshot name")
         target = self.hosts.locate(name)
         lv = target.libvirt
@@ -614,11 +680,13 @@ class GuestService:
         return self.info(name)
 
     def snapshot_delete(self, name: str, snapshot: str) -> None:
+        check_domain_name(name)
         check_name(snapshot, "snapshot name")
         self._at(name).snapshot_delete(name, snapshot)
 
     # --- reading -----------------------------------------------------------------------------
     def info(self, name: str) -> GuestInfo:
+        check_domain_name(name)
         owner = self.hosts.locate(name)
         lv = owner.libvirt
         row = self._row(lv, name)
@@ -708,6 +776,7 @@ class GuestService:
 
     def remove_image(self, image: str) -> None:
         """Forget an image, refused while any guest (running or not, on any host) is made from it."""
+        check_name(image, "image name")
         users = []
         for target in self.hosts:
             lv = target.libvirt
@@ -720,6 +789,7 @@ class GuestService:
     def open_console(self, name: str, *, force: bool = False) -> SerialConsole:
         """The guest's serial console. Refused (Conflict) while another session has it, unless `force`,
         which takes it over (the other session ends, told why), as `virsh console --force` does."""
+        check_domain_name(name)
         lv = self._at(name)
         self._require_active(lv, name, "open the console of")
         return lv.open_console(name, force=force)

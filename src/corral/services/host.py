@@ -14,6 +14,7 @@ from corral.config import Settings
 from corral.core.capacity import CapacityReport, Footprint, HostFacts, capacity_report, footprint
 from corral.core.domxml import build_network_xml, parse_domain_xml
 from corral.core.errors import CorralError
+from corral.core.hosts import HostSpec
 from corral.services.registry import Host, HostRegistry
 
 CPU_WINDOW_S = 0.2
@@ -118,7 +119,7 @@ class HostService:
         """(libvirt network for guests' NICs or None for user-mode NICs, why), on that host."""
         target = self.hosts.get(host)
         if target.name not in self._network:
-            name = self.settings.network
+            name = self.settings.network if target.spec.network is None else target.spec.network
             if not name:
                 result: tuple[str | None, str] = (
                     None, "user-mode NICs (network = \"\" in the config): no host-side counters")
@@ -149,6 +150,43 @@ class HostService:
             result.append(footprint(row.name, row.vcpus, row.memory_mib, load, self.settings.limits))
         return result
 
+    # --- the registry ---------------------------------------------------------------------------
+    def summaries(self, cpu_window_s: float = 0.1) -> list[HostSummary]:
+        """Every host with its state, size, what its running guests take and its CPU %; a host that cannot
+        be reached (or is in standby) is a row saying so."""
+        return [self.summary(h.name, cpu_window_s) for h in self.hosts]
+
+    def summary(self, host: str, cpu_window_s: float = 0.1) -> HostSummary:
+        target = self.hosts.get(host)
+        power = target.spec.power.driver
+
+        def unread(state: str, error: str | None = None) -> HostSummary:
+            return HostSummary(target.name, target.uri, state, target.spec.storage, None, None, None, 0, 0, None, 0,
+                               0, power, error)
+
+        if target.standby:
+            return unread("standby")
+        try:
+            snap = self.snapshot(target.name, cpu_window_s)
+            rows = target.libvirt.rows()
+            running = self._footprints(target)
+        except CorralError as exc:
+            return unread("maintenance" if target.maintenance else "unreachable", exc.message)
+        return HostSummary(
+            target.name, target.uri, "maintenance" if target.maintenance else "up", target.spec.storage,
+            snap.cores, snap.memory_total_mib, snap.cpu_pct, sum(f.vcpus for f in running),
+            sum(f.memory_mib for f in running), snap.cores * self.settings.limits.cap,
+            sum(1 for r in rows if r.state in ACTIVE_STATES), len(rows), power)
+
+    def add(self, spec: HostSpec) -> HostSummary:
+        self.hosts.add(spec)
+        return self.summary(spec.name)
+
+    def remove(self, name: str) -> None:
+        self.hosts.remove(name)
+        self._accel.pop(name, None)
+        self._network.pop(name, None)
+
     def report(self, host: str | None = None) -> HostReport:
         target = self.hosts.get(host)
         snapshot = self.snapshot(target.name)
@@ -166,3 +204,26 @@ class HostService:
             network=network[0],
             network_reason=network[1],
         )
+
+
+@dataclass(frozen=True)
+class HostSummary:
+    """One row of `corral host list`."""
+
+    name: str
+    uri: str
+    state: str  # up | unreachable | maintenance | standby
+    storage: str
+    cores: int | None
+    memory_mib: int | None
+    cpu_pct: float | None
+    vcpus_allocated: int
+    memory_allocated_mib: int
+    cpu_cap_cores: float | None  # what the admission guard allows of expected CPU demand
+    guests_running: int
+    guests_defined: int
+    power: str
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)

@@ -16,6 +16,7 @@ from typing import Any
 
 from corral.config import Settings
 from corral.core.errors import Conflict, InvalidInput
+from corral.core.validate import check_name
 from corral.monitoring.metrics import METRICS, Sample
 from corral.monitoring.prometheus import render
 from corral.monitoring.rates import Counters
@@ -119,6 +120,7 @@ class MonitoringService:
                 resolution: Resolution = "auto", host: str | None = None) -> list[dict[str, Any]]:
         """A domain's history: a guest's on every host it ran on (or on `host`); Domain-0 of `host`
         (default: the local host)."""
+        check_name(domain, "domain name")
         if host is not None:
             self.hosts.get(host)  # NotFound for an unknown host
         if not self.settings.metrics_path.exists():

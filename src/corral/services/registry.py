@@ -1,7 +1,9 @@
 """The hosts Corral manages, each a value with its own libvirt connection.
 
-A single-host installation is a registry of one host, the local one: every service takes the host it
-acts on from here, so one host and many go through the same code.
+A single-host installation is a registry of one host, the local one (its URI from the configuration):
+every service takes the host it acts on from here, so one host and many go through the same code.
+Hosts added with `corral host add` are kept in `<data_dir>/hosts.sqlite`, with the states an
+administrator sets (maintenance, standby).
 """
 
 from __future__ import annotations
@@ -10,17 +12,20 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from corral.adapters.hoststore import HostStore
 from corral.adapters.libvirt_host import LibvirtHost
-from corral.core.errors import Conflict, CorralError, InvalidInput, NotFound
-from corral.core.hosts import HostSpec
+from corral.core.errors import BackendError, Conflict, CorralError, InvalidInput, NotFound
+from corral.core.hosts import HostRecord, HostSpec, host_state
 
 
 @dataclass
 class Host:
-    """One managed host: what Corral was told about it, and its libvirt connection."""
+    """One managed host: what Corral was told about it, the states set on it, its libvirt connection."""
 
     spec: HostSpec
     libvirt: LibvirtHost
+    maintenance: bool = False
+    standby: bool = False
 
     @property
     def name(self) -> str:
@@ -29,6 +34,23 @@ class Host:
     @property
     def uri(self) -> str:
         return self.spec.uri
+
+    @property
+    def record(self) -> HostRecord:
+        return HostRecord(self.spec, self.maintenance, self.standby)
+
+    def reachable(self) -> bool:
+        try:
+            self.libvirt.node_info()
+        except CorralError:
+            return False
+        return True
+
+    def state(self) -> str:
+        """up, unreachable, maintenance or standby (a host in standby is not asked: it is off)."""
+        if self.standby or self.maintenance:
+            return host_state(self.record, True)
+        return host_state(self.record, self.reachable())
 
 
 Connect = Callable[[HostSpec], LibvirtHost]
@@ -39,22 +61,24 @@ def _connect(spec: HostSpec) -> LibvirtHost:
 
 
 class HostRegistry:
-    """Hosts by name, in the order they were registered; the first is the default for new guests."""
+    """Hosts by name: the configured ones (the local host) first, then those added, in order. The first
+    is the default for new guests when no host is named."""
 
-    def __init__(self, specs: Sequence[HostSpec], connect: Connect = _connect) -> None:
-        if not specs:
+    def __init__(self, configured: Sequence[HostSpec], store: HostStore | None = None,
+                 connect: Connect = _connect) -> None:
+        if not configured:
             raise InvalidInput("Corral needs at least one host")
         self._connect = connect
+        self._store = store
+        self._configured = {spec.name for spec in configured}
         self._hosts: dict[str, Host] = {}
-        for spec in specs:
-            self._add(spec)
-
-    def _add(self, spec: HostSpec) -> Host:
-        if spec.name in self._hosts:
-            raise Conflict(f"a host named {spec.name!r} is already registered")
-        host = Host(spec, self._connect(spec))
-        self._hosts[spec.name] = host
-        return host
+        stored = {r.spec.name: r for r in store.records()} if store is not None else {}
+        for spec in configured:  # its URI from the configuration, its states from the store
+            kept = stored.pop(spec.name, None)
+            self._hosts[spec.name] = Host(spec, connect(spec), kept.maintenance if kept else False,
+                                          kept.standby if kept else False)
+        for record in stored.values():
+            self._hosts[record.spec.name] = Host(record.spec, connect(record.spec), record.maintenance, record.standby)
 
     def __iter__(self) -> Iterator[Host]:
         return iter(list(self._hosts.values()))
@@ -78,11 +102,13 @@ class HostRegistry:
             raise NotFound(f"no host named {name!r} (known: {known})") from None
 
     def locate(self, domain: str) -> Host:
-        """The host that has a domain called `domain` (names are unique across hosts). A host that cannot
-        be reached is skipped; if the domain is found nowhere and some host could not be asked, the error
-        says so."""
+        """The host that has a domain called `domain` (names are unique across hosts). Hosts in standby
+        and hosts that cannot be reached are skipped; if the domain is found nowhere and some host could
+        not be asked, the error says so."""
         unreachable: list[str] = []
         for host in self:
+            if host.standby:
+                continue
             try:
                 if host.libvirt.exists(domain):
                     return host
@@ -98,6 +124,75 @@ class HostRegistry:
         with contextlib.suppress(NotFound):
             return self.locate(domain)
         return None
+
+    # --- changing the registry -----------------------------------------------------------------
+    def add(self, spec: HostSpec) -> Host:
+        """Register a host after checking that its libvirt answers and is not a host already registered
+        (the same URI, or the same libvirt host UUID: such hosts cannot migrate to each other)."""
+        if self._store is None:
+            raise InvalidInput("this Corral has no host registry to add hosts to")
+        if spec.name in self._hosts:
+            raise Conflict(f"a host named {spec.name!r} is already registered")
+        for host in self:
+            if host.uri == spec.uri:
+                raise Conflict(f"{spec.uri} is already registered as host {host.name}")
+        connection = self._connect(spec)
+        try:
+            node = connection.node_info()
+        except CorralError as exc:
+            connection.close()
+            raise BackendError(f"cannot add host {spec.name}: {exc.message}") from None
+        for host in self:
+            other = ""
+            with contextlib.suppress(CorralError):  # a host that does not answer now cannot be compared
+                other = host.libvirt.node_info().uuid
+            if node.uuid and other == node.uuid:
+                connection.close()
+                raise Conflict(f"{spec.uri} answers with the libvirt host UUID of host {host.name} "
+                               f"({node.uuid}): it is the same host, or a copy of its configuration "
+                               "(give it its own host_uuid in libvirtd.conf)")
+        self._store.add(spec)
+        host = Host(spec, connection)
+        self._hosts[spec.name] = host
+        return host
+
+    def remove(self, name: str) -> None:
+        """Forget a host; refused for the configured host and while any guest is defined there."""
+        host = self.get(name)
+        if name in self._configured:
+            raise Conflict(f"{name} is the configured host ({host.uri}); it cannot be removed")
+        try:
+            guests = [row.name for row in host.libvirt.rows()]
+        except CorralError as exc:
+            raise Conflict(f"cannot tell whether guests live on {name} ({exc.message}); "
+                           "bring it back before removing it") from None
+        if guests:
+            raise Conflict(f"{name} still has guests: {', '.join(guests)}; migrate or delete them first")
+        assert self._store is not None
+        self._store.remove(name)
+        del self._hosts[name]
+        host.libvirt.close()
+
+    def drop(self, name: str) -> None:
+        """Forget a host that is gone for good with its guests (a lab host torn down), unchecked."""
+        host = self.get(name)
+        if name in self._configured:
+            raise Conflict(f"{name} is the configured host; it cannot be dropped")
+        if self._store is not None:
+            with contextlib.suppress(NotFound):
+                self._store.remove(name)
+        del self._hosts[name]
+        host.libvirt.close()
+
+    def set_state(self, name: str, *, maintenance: bool | None = None, standby: bool | None = None) -> Host:
+        host = self.get(name)
+        if self._store is not None:
+            self._store.set_state(host.spec, maintenance=maintenance, standby=standby)
+        if maintenance is not None:
+            host.maintenance = maintenance
+        if standby is not None:
+            host.standby = standby
+        return host
 
     def close(self) -> None:
         for host in self:

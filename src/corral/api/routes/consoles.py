@@ -19,7 +19,9 @@ def router(ctx: ApiContext) -> APIRouter:
     api = APIRouter(prefix="/api", responses=ERRORS)
 
     async def _open_with_ticket(websocket: WebSocket, name: str, ticket: str) -> bool:
-        """Accept the socket, then check the name and redeem the ticket; False (socket closed) if either fails."""
+        """Accept the socket, then check the name and redeem the ticket; False (socket closed) if either fails.
+        The name is checked here, ahead of the service that checks it again, so that a bad name does not
+        spend the ticket (the one check a route makes itself)."""
         principal: Principal = websocket.scope["state"]["principal"]
         await websocket.accept()
         try:

@@ -13,8 +13,17 @@ from corral.api.auth import TICKET_TTL_S
 from corral.api.errors import ERRORS
 from corral.api.models import NameBody, NameParam, SnapshotParam, SpecBody, spec_of
 from corral.api.routes import ApiContext, principal_of
+from corral.api.schemas import (
+    AdmissionAnswer,
+    ConsoleTicket,
+    DomainDeleted,
+    DomainDetails,
+    DomainRow,
+    Snapshot,
+    SnapshotDeleted,
+)
 from corral.core.errors import AdmissionRefused
-from corral.core.validate import check_domain_name
+from corral.services.guests import GuestInfo, SnapshotInfo
 
 T = TypeVar("T")
 HostQuery = Annotated[str | None, Query(max_length=63, description="A host name (default: every host for "
@@ -44,25 +53,24 @@ def router(ctx: ApiContext) -> APIRouter:
     corral, auth = ctx.corral, ctx.auth
     api = APIRouter(prefix="/api", responses=ERRORS)
 
-    @api.get("/domains", tags=["domains"])
+    @api.get("/domains", tags=["domains"], response_model=list[DomainRow])
     def list_domains(host: HostQuery = None) -> list[dict[str, Any]]:
         """Per host, Domain-0 first, then its guests, like `corral list --json`; CPU % since the background
         sampler's last reading. An unreachable host is one row with state "unreachable"."""
         rows = corral.guests.listing(since=corral.monitoring.latest_counters(), host=host)
         return [row.as_dict() for row in rows]
 
-    @api.post("/domains", tags=["domains"], status_code=201)
+    @api.post("/domains", tags=["domains"], status_code=201, response_model=DomainDetails)
     async def create_domain(body: SpecBody, request: Request, start: bool = False, wait: bool = False,
-                            host: HostQuery = None) -> dict[str, Any]:
+                            host: HostQuery = None) -> GuestInfo:
         """Define a guest from a spec (and start it with ?start=true; wait until up with &wait=true).
         Refused with 507 when it would overload the host."""
         spec = spec_of(body)
-        info = await unless_abandoned(request, lambda wanted: corral.guests.create(
+        return await unless_abandoned(request, lambda wanted: corral.guests.create(
             spec, start=start, wait=wait, still_wanted=wanted, host=host))
-        return info.as_dict()
 
     @api.post("/domains/check", tags=["domains"])
-    def check_domain(body: SpecBody, start: bool = True, host: HostQuery = None) -> dict[str, Any]:
+    def check_domain(body: SpecBody, start: bool = True, host: HostQuery = None) -> AdmissionAnswer:
         """Would this guest be made? The same checks as create, in the same order (image and its files,
         ISO, load, name, then the admission guard beside the running guests (?start=true, the default)
         or on an empty host (?start=false)): a refusal by the guard is `fits: false`; anything else is
@@ -71,81 +79,80 @@ def router(ctx: ApiContext) -> APIRouter:
         try:
             corral.guests.check(spec, start=start, host=host)
         except AdmissionRefused as exc:
-            return {"fits": False, "exceeded": exc.message, "beside_running": start}
-        return {"fits": True, "exceeded": None, "beside_running": start}
+            return AdmissionAnswer(fits=False, exceeded=exc.message, beside_running=start)
+        return AdmissionAnswer(fits=True, exceeded=None, beside_running=start)
 
-    @api.get("/domains/{name}", tags=["domains"])
-    def domain_info(name: NameParam) -> dict[str, Any]:
+    @api.get("/domains/{name}", tags=["domains"], response_model=DomainDetails)
+    def domain_info(name: NameParam) -> GuestInfo:
         """Everything about one guest, like `corral info --json`."""
-        return corral.guests.info(check_domain_name(name)).as_dict()
+        return corral.guests.info(name)
 
     @api.delete("/domains/{name}", tags=["domains"])
-    def delete_domain(name: NameParam, keep_disks: bool = False) -> dict[str, Any]:
+    def delete_domain(name: NameParam, keep_disks: bool = False) -> DomainDeleted:
         """Delete a guest (powered off first): the domain, its overlay disks, its console log."""
-        kept = corral.guests.delete(check_domain_name(name), keep_disks=keep_disks)
-        return {"deleted": name, "kept": kept}
+        kept = corral.guests.delete(name, keep_disks=keep_disks)
+        return DomainDeleted(deleted=name, kept=kept)
 
-    @api.post("/domains/{name}/start", tags=["domains"])
-    async def start_domain(name: NameParam, request: Request, wait: bool = False) -> dict[str, Any]:
+    @api.post("/domains/{name}/start", tags=["domains"], response_model=DomainDetails)
+    async def start_domain(name: NameParam, request: Request, wait: bool = False) -> GuestInfo:
         """Start a guest (507 when it would overload the host, 503 when the host's admission lock is held
         too long); ?wait=true returns when it is up. A request whose client gives up while it waits starts
         nothing."""
-        guest = check_domain_name(name)
-        info = await unless_abandoned(request, lambda wanted: corral.guests.start(guest, wait=wait,
+        return await unless_abandoned(request, lambda wanted: corral.guests.start(name, wait=wait,
                                                                                   still_wanted=wanted))
-        return info.as_dict()
 
-    @api.post("/domains/{name}/shutdown", tags=["domains"])
+    @api.post("/domains/{name}/shutdown", tags=["domains"], response_model=DomainDetails)
     def shutdown_domain(name: NameParam, timeout: Annotated[float, Query(gt=0, le=3600)] = 60,
-                        force: bool = False) -> dict[str, Any]:
+                        force: bool = False) -> GuestInfo:
         """ACPI power button, then wait up to `timeout` s; with force, power off what is still running."""
-        return corral.guests.shutdown(check_domain_name(name), timeout_s=timeout, force=force).as_dict()
+        return corral.guests.shutdown(name, timeout_s=timeout, force=force)
 
-    @api.post("/domains/{name}/poweroff", tags=["domains"])
-    def poweroff_domain(name: NameParam) -> dict[str, Any]:
+    @api.post("/domains/{name}/poweroff", tags=["domains"], response_model=DomainDetails)
+    def poweroff_domain(name: NameParam) -> GuestInfo:
         """Pull the plug."""
-        return corral.guests.poweroff(check_domain_name(name)).as_dict()
+        return corral.guests.poweroff(name)
 
-    @api.post("/domains/{name}/reboot", tags=["domains"])
-    def reboot_domain(name: NameParam) -> dict[str, Any]:
-        return corral.guests.reboot(check_domain_name(name)).as_dict()
+    @api.post("/domains/{name}/reboot", tags=["domains"], response_model=DomainDetails)
+    def reboot_domain(name: NameParam) -> GuestInfo:
+        return corral.guests.reboot(name)
 
-    @api.post("/domains/{name}/pause", tags=["domains"])
-    def pause_domain(name: NameParam) -> dict[str, Any]:
-        return corral.guests.pause(check_domain_name(name)).as_dict()
+    @api.post("/domains/{name}/pause", tags=["domains"], response_model=DomainDetails)
+    def pause_domain(name: NameParam) -> GuestInfo:
+        return corral.guests.pause(name)
 
-    @api.post("/domains/{name}/resume", tags=["domains"])
-    def resume_domain(name: NameParam) -> dict[str, Any]:
-        return corral.guests.resume(check_domain_name(name)).as_dict()
+    @api.post("/domains/{name}/resume", tags=["domains"], response_model=DomainDetails)
+    def resume_domain(name: NameParam) -> GuestInfo:
+        return corral.guests.resume(name)
 
-    @api.post("/domains/{name}/clone", tags=["domains"], status_code=201)
-    def clone_domain(name: NameParam, body: NameBody) -> dict[str, Any]:
+    @api.post("/domains/{name}/clone", tags=["domains"], status_code=201, response_model=DomainDetails)
+    def clone_domain(name: NameParam, body: NameBody) -> GuestInfo:
         """Copy a shut-off guest under a new name (`{"name": "copy"}`)."""
-        return corral.guests.clone(check_domain_name(name), body.name).as_dict()
+        return corral.guests.clone(name, body.name)
 
-    @api.get("/domains/{name}/snapshots", tags=["snapshots"])
-    def list_snapshots(name: NameParam) -> list[dict[str, Any]]:
-        return [s.__dict__ for s in corral.guests.snapshot_list(check_domain_name(name))]
+    @api.get("/domains/{name}/snapshots", tags=["snapshots"], response_model=list[Snapshot])
+    def list_snapshots(name: NameParam) -> list[SnapshotInfo]:
+        """The guest's snapshots, oldest first."""
+        return corral.guests.snapshot_list(name)
 
-    @api.post("/domains/{name}/snapshots", tags=["snapshots"], status_code=201)
-    def create_snapshot(name: NameParam, body: NameBody) -> dict[str, Any]:
+    @api.post("/domains/{name}/snapshots", tags=["snapshots"], status_code=201, response_model=Snapshot)
+    def create_snapshot(name: NameParam, body: NameBody) -> SnapshotInfo:
         """Snapshot a guest (`{"name": "before-upgrade"}`), memory too when it runs."""
-        return dict(corral.guests.snapshot_create(check_domain_name(name), body.name).__dict__)
+        return corral.guests.snapshot_create(name, body.name)
 
-    @api.post("/domains/{name}/snapshots/{snapshot}/revert", tags=["snapshots"])
-    def revert_snapshot(name: NameParam, snapshot: SnapshotParam) -> dict[str, Any]:
-        return corral.guests.snapshot_revert(check_domain_name(name), snapshot).as_dict()
+    @api.post("/domains/{name}/snapshots/{snapshot}/revert", tags=["snapshots"], response_model=DomainDetails)
+    def revert_snapshot(name: NameParam, snapshot: SnapshotParam) -> GuestInfo:
+        return corral.guests.snapshot_revert(name, snapshot)
 
     @api.delete("/domains/{name}/snapshots/{snapshot}", tags=["snapshots"])
-    def delete_snapshot(name: NameParam, snapshot: SnapshotParam) -> dict[str, Any]:
-        corral.guests.snapshot_delete(check_domain_name(name), snapshot)
-        return {"deleted": snapshot, "domain": name}
+    def delete_snapshot(name: NameParam, snapshot: SnapshotParam) -> SnapshotDeleted:
+        corral.guests.snapshot_delete(name, snapshot)
+        return SnapshotDeleted(deleted=snapshot, domain=name)
 
     @api.post("/domains/{name}/console-ticket", tags=["domains"])
-    def console_ticket(name: NameParam, request: Request) -> dict[str, Any]:
+    def console_ticket(name: NameParam, request: Request) -> ConsoleTicket:
         """A one-time ticket (valid 30 s, tied to this session or token) for the guest's console."""
-        info = corral.guests.info(check_domain_name(name))  # NotFound for an unknown domain
+        info = corral.guests.info(name)  # NotFound for an unknown domain
         ticket = auth.issue_ticket(principal_of(request), info.name)
-        return {"ticket": ticket, "domain": info.name, "state": info.state, "expires_in_s": TICKET_TTL_S}
+        return ConsoleTicket(ticket=ticket, domain=info.name, state=info.state, expires_in_s=TICKET_TTL_S)
 
     return api

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from corral.api.errors import ERRORS
 from corral.api.models import PlanParam
 from corral.api.routes import ApiContext
+from corral.api.schemas import PlanDocument, PlanEntry
 from corral.planning.report import summary_lines
 
 # The report is static HTML + inline CSS + SVG: nothing in it may run or load anything.
@@ -20,14 +21,14 @@ def router(ctx: ApiContext) -> APIRouter:
     corral = ctx.corral
     api = APIRouter(prefix="/api", responses=ERRORS)
 
-    @api.get("/plans", tags=["plans"])
+    @api.get("/plans", tags=["plans"], response_model=list[PlanEntry])
     def list_plans() -> list[dict[str, Any]]:
         """The plan library (<data_dir>/plans/): plans kept by `corral plan --save NAME` and the demo."""
         return corral.plans.names()
 
-    @api.get("/plans/{name}", tags=["plans"])
+    @api.get("/plans/{name}", tags=["plans"], response_model=PlanDocument, response_model_exclude_unset=True)
     def get_plan(name: PlanParam) -> dict[str, Any]:
-        """The plan JSON, plus its one-line summary as `summary`."""
+        """The plan JSON as it is kept, plus its summary lines as `summary`."""
         data = corral.plans.read(name)
         return {**data, "summary": summary_lines(data)}
 

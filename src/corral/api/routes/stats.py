@@ -12,7 +12,7 @@ from starlette.websockets import WebSocketDisconnect
 from corral.api.errors import ERRORS
 from corral.api.models import name_param
 from corral.api.routes import ApiContext
-from corral.core.validate import check_name
+from corral.api.schemas import HistoryRow, StatsNow
 from corral.monitoring.collector import parse_duration
 
 
@@ -20,19 +20,19 @@ def router(ctx: ApiContext) -> APIRouter:
     corral, live = ctx.corral, ctx.live
     api = APIRouter(prefix="/api", responses=ERRORS)
 
-    @api.get("/stats", tags=["stats"])
+    @api.get("/stats", tags=["stats"], response_model=StatsNow)
     def live_stats() -> dict[str, Any]:
         """The latest interval's samples of every domain, from the sampler running inside `corral serve`."""
         return {"sampler": live.running, "interval_s": live.interval_s or corral.settings.monitor.interval_s,
                 "error": live.error, "samples": live.latest}
 
-    @api.get("/stats/{domain}", tags=["stats"])
+    @api.get("/stats/{domain}", tags=["stats"], response_model=list[HistoryRow], response_model_exclude_unset=True)
     def stats_history(domain: Annotated[str, name_param("A guest, or Domain-0 for the host")],
                       since: Annotated[str, Query(max_length=32)] = "1h",
                       resource: Literal["cpu", "mem", "disk", "net"] | None = None,
                       resolution: Literal["auto", "raw", "rollup"] = "auto") -> list[dict[str, Any]]:
-        """History from the store, like `corral stats NAME --json`."""
-        check_name(domain, "domain name")
+        """History from the store, like `corral stats NAME --json`: raw samples, or 5-minute rollups with
+        each metric's min and max."""
         return corral.monitoring.history(domain, parse_duration(since, "since"), resource, resolution)
 
     @api.websocket("/ws/stats")

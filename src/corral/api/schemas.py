@@ -1,0 +1,292 @@
+"""What responses carry: the JSON of every endpoint as a pydantic model, so the OpenAPI schema shows its shape.
+
+Where a service's dataclass declares the fields (a guest's details, a listing row, a snapshot, an image, the
+capacity limits), the model is derived from it by `from_dataclass`: the same names, types and order, nothing
+listed twice; the endpoint returns the dataclass (or its `as_dict()`, the JSON form the CLI prints too) and
+FastAPI checks and serializes it through the model. The output is the JSON the services give: numbers stay
+as they are (`Number`: a whole number is not turned into 2.0), and keys keep the order the CLI prints them in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import operator
+import types
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+
+from corral.core.capacity import Budget, CapacityLimits
+from corral.monitoring.metrics import METRICS, UNITS
+from corral.services.guests import GuestInfo, ListedDomain, SnapshotInfo
+from corral.services.images import ImageRecord
+
+# A JSON number as the service gave it: an int stays an int, a float a float (pydantic's `float` would make
+# every whole number 2.0).
+Number = Annotated[int | float, WithJsonSchema({"type": "number"})]
+M = TypeVar("M", bound=BaseModel)
+
+
+def _number(hint: Any) -> Any:
+    """`float` (also inside `float | None`) as `Number`."""
+    if hint is float:
+        return Number
+    if get_origin(hint) in (Union, types.UnionType) and float in get_args(hint):
+        return functools.reduce(operator.or_, [Number if arg is float else arg for arg in get_args(hint)])
+    return hint
+
+
+def with_fields(fields: Mapping[str, Any]) -> Callable[[type[M]], type[M]]:
+    """Give the model it decorates (a name and a docstring, no fields of its own) `fields`, pydantic's
+    `(type, default or Field)` pairs, in their order."""
+    def make(spec: type[M]) -> type[M]:
+        model: type[M] = create_model(spec.__name__, __base__=spec, __doc__=spec.__doc__,
+                                      __module__=spec.__module__, **dict(fields))
+        return model
+    return make
+
+
+def from_dataclass(source: type[Any], *, first: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+                   fields: Mapping[str, Any] | None = None,
+                   describe: Mapping[str, str] | None = None) -> Callable[[type[M]], type[M]]:
+    """Give the model it decorates the fields the dataclass `source` declares, in its order (`first` ones
+    first), all required (a response always has them). `fields` gives some a more precise type or adds
+    ones the JSON has beside the dataclass's (a property); `describe` documents them."""
+    hints = get_type_hints(source)
+    declared = [f.name for f in dataclasses.fields(source) if f.name not in exclude]
+    types_ = {**{n: hints[n] for n in declared}, **(fields or {})}
+    unknown = [n for n in (*first, *(describe or {})) if n not in types_]
+    if unknown:
+        raise TypeError(f"{source.__name__} has no field {', '.join(unknown)}")
+    order = [*first, *(n for n in types_ if n not in first)]
+    definitions = {n: (_number(types_[n]), Field(description=(describe or {}).get(n))) for n in order}
+    return with_fields(definitions)
+
+
+# --- session ----------------------------------------------------------------------------------------------
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class SessionStarted(BaseModel):
+    """A new session: the cookie is set; send `csrf_token` as X-CSRF-Token with every unsafe request."""
+
+    user: str
+    csrf_token: str
+    idle_timeout_s: float = Field(description="the session ends after this long without a request")
+
+
+class SessionEnded(BaseModel):
+    logged_out: bool = Field(description="false for a bearer token, which has no session to end")
+
+
+class Caller(BaseModel):
+    """Who is asking, and how."""
+
+    user: str
+    via: Literal["session", "token"]
+
+
+# --- host -------------------------------------------------------------------------------------------------
+@from_dataclass(CapacityLimits)
+class Limits(BaseModel):
+    """The capacity limits the admission guard applies."""
+
+
+@from_dataclass(Budget, exclude=("resource",), fields={"free": float})
+class CapacityBudget(BaseModel):
+    """One capacity of the host: what it allows, what its guests use, what is free."""
+
+
+class HostStatus(BaseModel):
+    """The host, like `corral host --json`: facts from its libvirt, the engine, the capacity model."""
+
+    host: str = Field(description="the host's name in Corral's settings")
+    hostname: str
+    cpu_model: str
+    cores: int
+    memory_mib: int
+    memory_used_mib: int
+    cpu_pct: Number = Field(description="% of all cores busy over a short window")
+    kernel: str = Field(description="the local machine's kernel; empty for a host reached over the network")
+    engine: str = Field(description="kvm or tcg")
+    engine_reason: str
+    libvirt_uri: str
+    guests_running: int
+    guests_defined: int
+    network: str | None = Field(description="the libvirt network guests' NICs join; null: QEMU user-mode NICs")
+    network_reason: str
+    limits: Limits
+    capacity: dict[str, CapacityBudget] = Field(
+        description="per resource (vcpus, memory, cpu): what the admission guard allows, uses, has free")
+
+
+# --- domains ----------------------------------------------------------------------------------------------
+@from_dataclass(ListedDomain, first=("name", "host", "id", "state", "reason"), describe={
+    "host": "the host it is on",
+    "id": "libvirt's id while it runs (Domain-0: 0), else null",
+    "state": "running, paused, shut-off, ...; for a host that cannot be reached: unreachable",
+    "reason": "why it is paused, when something other than a user paused it (an unreachable host: why)",
+    "cpu_pct": "% of its own vCPUs (Domain-0: of all host cores) since the previous reading; null when off",
+})
+class DomainRow(BaseModel):
+    """One row of the listing: a host itself (Domain-0) or a guest."""
+
+
+class Disk(BaseModel):
+    path: str
+    format: str
+    device: str = Field(description="disk or cdrom")
+
+
+@from_dataclass(GuestInfo, fields={"disks": list[Disk]}, describe={
+    "managed_by_corral": "made by Corral (its metadata is in the domain XML)",
+    "load": "the load the tiny image runs, as cpu=..,disk=..,net=..",
+    "vnc": "the display's loopback address while it runs",
+    "snapshots": "snapshot names, oldest first",
+})
+class DomainDetails(BaseModel):
+    """Everything about one guest, like `corral info --json`."""
+
+
+class AdmissionAnswer(BaseModel):
+    """Would the guest be admitted?"""
+
+    fits: bool
+    exceeded: str | None = Field(description="what would be exceeded, and by how much (null when it fits)")
+    beside_running: bool = Field(description="checked beside the running guests (else on an empty host)")
+
+
+class DomainDeleted(BaseModel):
+    deleted: str
+    kept: list[str] = Field(description="files left on disk (kept disks, or files not Corral's to remove)")
+
+
+@from_dataclass(SnapshotInfo, describe={"state": "the guest's state when it was taken"})
+class Snapshot(BaseModel):
+    """One snapshot of a guest."""
+
+
+class SnapshotDeleted(BaseModel):
+    deleted: str
+    domain: str
+
+
+class ConsoleTicket(BaseModel):
+    """A one-time ticket for the console WebSockets of this domain, from this session or token only."""
+
+    ticket: str
+    domain: str
+    state: str
+    expires_in_s: float
+
+
+# --- images -----------------------------------------------------------------------------------------------
+@from_dataclass(ImageRecord, describe={"kind": "kernel (the built-in tiny image), disk or iso",
+                                      "path": "the disk image or ISO, where it was imported from",
+                                      "format": "qcow2 or raw (disks)"})
+class Image(BaseModel):
+    """A registered image: the built-in tiny image, a disk image or an ISO."""
+
+
+class ImageDeleted(BaseModel):
+    deleted: str
+
+
+# --- stats ------------------------------------------------------------------------------------------------
+def _metric(name: str, what: str = "") -> Any:
+    return Field(description=f"{what}{UNITS[name]}; null: not measurable for that interval")
+
+
+@with_fields({"time": (Number, Field(description="unix seconds, end of the interval")), "domain": (str, ...),
+              "host": (str, Field(description="the host it ran on (each host has its own Domain-0)")),
+              **{m: (Number | None, _metric(m)) for m in METRICS}})
+class LiveSample(BaseModel):
+    """One domain's figures over the sampler's latest interval."""
+
+
+class StatsNow(BaseModel):
+    """The sampler of `corral serve`: whether it runs, and its latest interval."""
+
+    sampler: bool
+    interval_s: Number
+    error: str | None = Field(description="why the sampler stopped, if it did")
+    samples: list[LiveSample]
+
+
+def _history_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "time": (Number, Field(description="unix seconds (rollups: the bucket's start)")),
+        "samples": (int | None, Field(None, description="rollups only: samples in the bucket"))}
+    for m in METRICS:
+        fields[m] = (Number | None, Field(None, description=f"{UNITS[m]} (rollups: the average)"))
+        fields[f"{m}_min"] = (Number | None, Field(None, description="rollups only"))
+        fields[f"{m}_max"] = (Number | None, Field(None, description="rollups only"))
+    return fields
+
+
+@with_fields(_history_fields())
+class HistoryRow(BaseModel):
+    """A raw sample or a 5-minute rollup of one domain; only the asked-for metrics are there."""
+
+
+# --- plans ------------------------------------------------------------------------------------------------
+class PlanEntry(BaseModel):
+    name: str
+    size_bytes: int
+    modified: float = Field(description="unix seconds")
+
+
+OPEN = ConfigDict(extra="allow")  # a plan's keys that the model does not name go through as they are
+
+
+class PlanHostKind(BaseModel):
+    model_config = OPEN
+    name: str
+
+
+class PlanHost(BaseModel):
+    """One host of the plan and the servers placed on it."""
+
+    model_config = OPEN
+    kind: str
+    servers: list[str]
+    peak: dict[str, Any] | None = Field(None, description="per resource, the host's peak utilization (0-1)")
+    mean: dict[str, Any] | None = Field(None, description="per resource, its mean utilization")
+
+
+class Unplaceable(BaseModel):
+    model_config = OPEN
+    server: str
+    reason: str
+
+
+class PlanDocument(BaseModel):
+    """A plan (schema corral.plan/1, see docs/planning.md), plus `summary`: its summary lines."""
+
+    model_config = OPEN
+    schema_: str = Field(alias="schema")
+    host_kind: PlanHostKind
+    cap: Number
+    percentile: Number | None
+    allowed_over_steps: Any = None
+    resources: list[str]
+    grid: dict[str, Any]
+    hosts: list[PlanHost]
+    unplaceable: list[Unplaceable]
+    lower_bound: dict[str, Any]
+    gap: Number | None
+    baselines: dict[str, Any]
+    search: dict[str, Any]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    utilization: dict[str, Any]
+    gaps_filled: dict[str, Any] | None = None
+    costs: dict[str, Any]
+    validation: dict[str, Any] | None = None
+    notes: list[str] | None = None
+    chart: dict[str, Any]
+    summary: list[str]
