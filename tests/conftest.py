@@ -78,6 +78,33 @@ def corral_session(settings: Settings) -> Iterator[Corral]:
     corral.close()
 
 
+# libvirt's test driver on a host of our own (4 cores, 16 GiB, no guests), in this process: no daemon, no QEMU
+OFFLINE_URI = f"test://{Path(__file__).resolve().parent / 'data' / 'testnode.xml'}"
+
+
+@pytest.fixture(scope="session")
+def offline_session(settings: Settings) -> Iterator[Corral]:
+    """A Corral over libvirt's test driver, for what needs libvirt's API but no daemon and no guest
+    (the API, auth, validation). Its host is the one host of its registry; the images are the shared
+    cache (the tiny image's record is built if missing: that needs no libvirt either)."""
+    from corral.core.hosts import LOCAL_HOST, HostSpec
+    from corral.services.registry import HostRegistry
+
+    offline = replace(settings, libvirt_uri=OFFLINE_URI)
+    corral = open_corral(offline, HostRegistry((HostSpec(LOCAL_HOST, OFFLINE_URI, storage="shared"),)))
+    if not corral.images.exists("tiny"):
+        corral.images.build_tiny()
+    yield corral
+    remove_test_domains(corral)
+    corral.close()
+
+
+@pytest.fixture
+def offline(offline_session: Corral) -> Iterator[Corral]:
+    yield offline_session
+    remove_test_domains(offline_session)
+
+
 @pytest.fixture
 def corral(corral_session: Corral) -> Iterator[Corral]:
     yield corral_session

@@ -8,7 +8,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,10 @@ with warnings.catch_warnings():
 from corral.api.app import create_app
 from corral.api.auth import Authenticator
 from corral.config import Settings
+from corral.core.capacity import CapacityLimits
 from corral.services.context import Corral
 from corral.services.users import UserStore, users_path
+from tests.conftest import OFFLINE_URI
 
 USER = "alice"
 PASSWORD = "correct horse battery"
@@ -90,12 +92,39 @@ class Api:
         return {"X-CSRF-Token": self.csrf}
 
 
-@pytest.fixture
-def api(corral: Corral, credentials: Credentials) -> Iterator[Api]:
+def _api(corral: Corral, credentials: Credentials) -> Iterator[Api]:
     clock = Clock()
     auth = Authenticator(credentials.store, clock=clock)
     with TestClient(create_app(corral, authenticator=auth)) as client:
         yield Api(client, corral, auth, clock, credentials)
+
+
+@pytest.fixture
+def api(offline: Corral, credentials: Credentials) -> Iterator[Api]:
+    """The API in this process over libvirt's test driver: no daemon, no QEMU (auth, CSRF, validation,
+    definitions, images, plans)."""
+    yield from _api(offline, credentials)
+
+
+@pytest.fixture
+def live_api(corral: Corral, credentials: Credentials) -> Iterator[Api]:
+    """The API over the real libvirt daemon, for tests with real guests."""
+    yield from _api(corral, credentials)
+
+
+@pytest.fixture
+def override(offline: Corral) -> Iterator[Callable[..., None]]:
+    """Change the offline Corral's settings for one test (as the root conftest's `override`)."""
+    original = offline.settings
+
+    def apply(limits: dict[str, float] | None = None, **changes: object) -> None:
+        new = replace(offline.settings, **changes)  # type: ignore[arg-type]
+        if limits:
+            new = replace(new, limits=CapacityLimits(**{**offline.settings.limits.__dict__, **limits}))
+        offline.settings = offline.guests.settings = offline.host.settings = offline.images.settings = new
+
+    yield apply
+    offline.settings = offline.guests.settings = offline.host.settings = offline.images.settings = original
 
 
 def _serve_process(base: str) -> Any:
@@ -112,7 +141,9 @@ def _serve_process(base: str) -> Any:
 def serve_process(settings: Settings, credentials: Credentials, tmp_path: Path,
                   running_serve: Callable[..., contextlib.AbstractContextManager[str]]) -> Iterator[tuple[str, Any]]:
     """A real `corral serve` (no sampler) with the default limits: (its URL, its psutil.Process)."""
-    with running_serve(settings.data_dir, tmp_path / "none.toml", "--no-sampler") as base:
+    config = tmp_path / "offline.toml"
+    config.write_text(f'libvirt_uri = "{OFFLINE_URI}"\n')  # no daemon needed for what these tests ask
+    with running_serve(settings.data_dir, config, "--no-sampler") as base:
         yield base, _serve_process(base)
 
 

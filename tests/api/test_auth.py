@@ -10,8 +10,6 @@ from starlette.testclient import WebSocketDenialResponse
 
 from .conftest import PASSWORD, USER, Api, unique
 
-pytestmark = pytest.mark.libvirt
-
 PUBLIC = {("get", "/api/health"), ("post", "/api/login"), ("get", "/api/openapi.json"), ("get", "/api/docs")}
 
 

@@ -7,8 +7,6 @@ import pytest
 
 from .conftest import Api, unique
 
-pytestmark = pytest.mark.libvirt
-
 HUGE = "9" * 400  # a JSON integer no machine number holds
 
 REFUSED = [

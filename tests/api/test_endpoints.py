@@ -25,9 +25,14 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
     from starlette.testclient import WebSocketDenialResponse
 
-pytestmark = pytest.mark.libvirt
 
 BAD_NAME = "a'b<c>"
+
+
+@pytest.fixture
+def corral(offline: Corral) -> Corral:
+    """No daemon needed here: libvirt's test driver."""
+    return offline
 
 
 def test_host_matches_the_cli_report(api: Api) -> None:

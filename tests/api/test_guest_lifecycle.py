@@ -13,6 +13,12 @@ from .conftest import Api, unique
 pytestmark = [pytest.mark.libvirt, pytest.mark.guest]
 
 
+@pytest.fixture
+def api(live_api: Api) -> Api:
+    """Real guests: the API over the real libvirt daemon."""
+    return live_api
+
+
 def test_life_cycle_over_the_api(api: Api) -> None:
     b = api.bearer
     guest = unique("life")

@@ -31,8 +31,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-pytestmark = pytest.mark.libvirt
 
+
+
+@pytest.fixture
+def corral(offline: Corral) -> Corral:
+    """No daemon needed here: libvirt's test driver."""
+    return offline
 
 
 def _login_body(size: int) -> bytes:

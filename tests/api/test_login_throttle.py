@@ -25,9 +25,14 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-pytestmark = pytest.mark.libvirt
 
 WRONG = "not the password"
+
+
+@pytest.fixture
+def corral(offline: Corral) -> Corral:
+    """No daemon needed here: libvirt's test driver."""
+    return offline
 
 
 def _from(api: Api, address: str) -> TestClient:

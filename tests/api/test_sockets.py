@@ -32,7 +32,6 @@ with warnings.catch_warnings():
     from starlette.testclient import WebSocketDenialResponse
     from starlette.websockets import WebSocketDisconnect
 
-pytestmark = pytest.mark.libvirt
 
 API_MD = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
@@ -72,6 +71,12 @@ def _ticket(api: Api, guest: str, headers: dict[str, str] | None = None) -> str:
     response = api.client.post(f"/api/domains/{guest}/console-ticket", headers=headers or api.bearer)
     assert response.status_code == 200, response.text
     return str(response.json()["ticket"])
+
+
+@pytest.fixture
+def corral(offline: Corral) -> Corral:
+    """No daemon needed here: libvirt's test driver."""
+    return offline
 
 
 @pytest.fixture

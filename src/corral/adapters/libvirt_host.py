@@ -337,10 +337,21 @@ class LibvirtHost:
             self._domain(name).snapshotLookupByName(snapshot, 0).delete(0)
 
     def undefine(self, name: str) -> None:
-        flags = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                 | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+        """Undefine with everything libvirt keeps beside the definition (snapshot and checkpoint metadata,
+        managed save, NVRAM); a driver that knows fewer of these flags is asked with fewer."""
+        everything = (libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                      | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+        fewer = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
         with translated("undefine", name):
-            self._domain(name).undefineFlags(flags)
+            dom = self._domain(name)
+            for flags in (everything, fewer):
+                try:
+                    dom.undefineFlags(flags)
+                    return
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                        raise
+            dom.undefine()
 
     def ensure_network(self, name: str, xml: str) -> None:
         """Define the network from `xml` when it does not exist, and start it when it is down."""
