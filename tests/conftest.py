@@ -71,8 +71,7 @@ def corral_session(settings: Settings) -> Iterator[Corral]:
     require(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86_64")
     corral = open_corral(settings)
     remove_test_domains(corral)
-    if not corral.images.exists("tiny"):
-        corral.images.build_tiny()
+    corral.images.build_tiny()  # rebuilt only when its sources changed (an older image ignores new options)
     yield corral
     remove_test_domains(corral)
     corral.close()
@@ -92,8 +91,7 @@ def offline_session(settings: Settings) -> Iterator[Corral]:
 
     offline = replace(settings, libvirt_uri=OFFLINE_URI)
     corral = open_corral(offline, HostRegistry((HostSpec(LOCAL_HOST, OFFLINE_URI, storage="shared"),)))
-    if not corral.images.exists("tiny"):
-        corral.images.build_tiny()
+    corral.images.build_tiny()  # rebuilt only when its sources changed (an older image ignores new options)
     yield corral
     remove_test_domains(corral)
     corral.close()
@@ -127,20 +125,28 @@ def remove_test_domains(corral: Corral) -> None:
             corral.guests.delete(row.name)
 
 
-@pytest.fixture
-def override(corral: Corral) -> Iterator[Callable[..., None]]:
-    """Change settings (and capacity limits, as `limits={...}`) for one test."""
+def overriding(corral: Corral) -> Iterator[Callable[..., None]]:
+    """Change a Corral's settings (and capacity limits, as `limits={...}`) for one test; changes add up
+    over several calls and are undone at the end."""
     original = corral.settings
 
+    def put(new: Settings) -> None:
+        corral.settings = corral.guests.settings = corral.host.settings = corral.images.settings = new
+
     def apply(limits: dict[str, float] | None = None, **changes: object) -> None:
-        current = corral.settings  # changes add up over several calls
+        current = corral.settings
         new = replace(current, **changes)  # type: ignore[arg-type]
         if limits:
             new = replace(new, limits=CapacityLimits(**{**current.limits.__dict__, **limits}))
-        corral.settings = corral.guests.settings = corral.host.settings = corral.images.settings = new
+        put(new)
 
     yield apply
-    corral.settings = corral.guests.settings = corral.host.settings = corral.images.settings = original
+    put(original)
+
+
+@pytest.fixture
+def override(corral: Corral) -> Iterator[Callable[..., None]]:
+    yield from overriding(corral)
 
 
 SERVE = [str(Path(sys.executable).with_name("corral")), "serve"]

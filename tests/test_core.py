@@ -166,9 +166,23 @@ def test_corral_metadata_is_written_as_it_always_was(tmp_path: Path) -> None:
         f"      <corral:console-log>{tmp_path}/web/console.log</corral:console-log>\n"
         f"      <corral:owned-file>{tmp_path}/web/disk0.qcow2</corral:owned-file>\n"
         f"      <corral:owned-file>{tmp_path}/web/nvram.fd</corral:owned-file>\n"
+        "      <corral:storage>files</corral:storage>\n"
         "    </corral:guest>"
     )
     assert f'<domain xmlns:corral="{CORRAL_NS}" type="qemu">' in xml
+
+
+def test_a_load_trace_is_written_on_the_load_element(tmp_path: Path) -> None:
+    """A trace adds two attributes to `<corral:load>` (older versions read past them, and see cpu=0);
+    a guest without one is written as before (above)."""
+    load = LoadSpec.from_trace([10, 80, 35], speed=60, disk_kbps=64)
+    xml = build_domain_xml(DomainPlan(**{**_plan(tmp_path).__dict__, "load": load,
+                                         "cmdline": tiny_cmdline("console=ttyS0", "web", load)}))
+    assert '      <corral:load cpu="0" disk="64" net="0" trace="10,80,35" step="5" />\n' in xml
+    assert ("<cmdline>console=ttyS0 corral.name=web corral.disk=64 corral.trace=0a5023 corral.step_ms=5000"
+            "</cmdline>") in xml
+    meta = parse_domain_xml(xml).meta
+    assert meta is not None and meta.load == load
 
 
 #: A value other than the default for every declared field: a field added to CorralMeta without one
@@ -179,6 +193,7 @@ EVERY_FIELD = {
     "load": LoadSpec(37.5, 640, 12),
     "console_log": Path("/srv/corral/guests/web/console.log"),
     "owned_files": (Path("/srv/corral/guests/web/disk0.qcow2"), Path("/srv/corral/guests/web/vars & <fd>")),
+    "storage": "pool",
 }
 
 

@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from corral.services.context import Corral
+from corral.config import Settings
+from corral.services.context import Corral, open_corral
 from corral.services.demo import DEMO_SERVERS
+from tests.conftest import require
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.guest]
 CORRAL_BIN = str(Path(sys.executable).with_name("corral"))
@@ -62,3 +65,47 @@ def test_demo_never_touches_a_users_guest_of_the_same_name(corral: Corral) -> No
         assert corral.libvirt.exists(name)  # the user's guest survives the clean-up
     finally:
         corral.guests.delete(name)
+
+
+@pytest.mark.cluster
+def test_demo_with_five_hosts_consolidates_them_live_onto_one(settings: Settings, corral_session: Corral,
+                                                              tmp_path: Path) -> None:
+    """`corral demo --hosts 5`: five private hosts, each server alone on its own; the balancer moves them
+    live onto one host and puts the four others in standby; `--clean` removes guests and hosts."""
+    require(os.geteuid() == 0, "root (lab hosts are privileged libvirt daemons in namespaces)")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images").symlink_to(os.path.realpath(settings.images_dir))
+    (data / "config.toml").write_text("")
+    env = {**os.environ, "CORRAL_DATA_DIR": str(data), "CORRAL_CONFIG": str(data / "config.toml")}
+    try:
+        result = subprocess.run([CORRAL_BIN, "demo", "--hosts", "5"], capture_output=True, text=True, timeout=900,
+                                env=env, check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Before: each server alone on its own host" in result.stdout
+        assert "kWh a year saved" in result.stdout
+        ours = open_corral(replace(settings, data_dir=data, config_path=None))
+        try:
+            hosts = {t.name: t for t in ours.hosts if t.name.endswith("-host")}
+            assert len(hosts) == 5
+            standby = sorted(h for h, t in hosts.items() if t.standby)
+            running = {h: sorted(r.name for r in t.libvirt.rows() if r.state == "running")
+                       for h, t in hosts.items() if not t.standby}
+            assert len(standby) == 4, (standby, running, result.stdout)
+            [(_host, guests)] = running.items()
+            assert guests == sorted(s.name for s in DEMO_SERVERS)
+            listed = subprocess.run([CORRAL_BIN, "balance", "--log", "--json"], capture_output=True, text=True,
+                                    env=env, check=True)
+            moves = [e for e in json.loads(listed.stdout) if e["kind"] == "move" and e["outcome"].startswith("done")]
+            assert len(moves) == 4  # four servers moved, each once
+        finally:
+            ours.close()
+    finally:
+        clean = subprocess.run([CORRAL_BIN, "demo", "--clean"], capture_output=True, text=True, env=env,
+                               timeout=600, check=False)
+    assert clean.returncode == 0, clean.stderr
+    again = open_corral(replace(settings, data_dir=data, config_path=None))
+    try:
+        assert not [t.name for t in again.hosts if t.name.endswith("-host")]
+    finally:
+        again.close()

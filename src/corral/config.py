@@ -74,6 +74,35 @@ class ApiSettings:
             raise ValueError("body_timeout_s must be a number of seconds between 1 and 3600")
 
 
+BALANCER_MODES = ("off", "recommend", "automatic")
+
+
+@dataclass(frozen=True)
+class BalancerSettings:
+    """The balancer that keeps the cluster consolidated (`corral balance`, and inside `corral serve`)."""
+
+    mode: str = "recommend"  # off | recommend (moves shown, applied by a click) | automatic
+    interval_s: float = 300.0  # a round every interval
+    policy: str = "corral"  # the consolidation policy (corral simulate's names)
+    max_migrations: int = 2  # per round, one at a time
+    cooldown_s: float = 1800.0  # a moved guest is left alone this long unless its host overloads
+    min_gain_w: float = 1.0  # an emptying move must save at least this much power
+    standby: bool = True  # put emptied hosts in standby (those with a power driver)
+    power_kind: str = "ml110-g5"  # the host kind whose power curve stands for a host's (the catalog)
+
+    def __post_init__(self) -> None:
+        if self.mode not in BALANCER_MODES:
+            raise ValueError(f"mode must be one of {', '.join(BALANCER_MODES)}")
+        for name, value, low, high in (("interval_s", self.interval_s, 1, 86400),
+                                       ("max_migrations", self.max_migrations, 1, 64),
+                                       ("cooldown_s", self.cooldown_s, 0, 7 * 86400),
+                                       ("min_gain_w", self.min_gain_w, 0, 10000)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise ValueError(f"{name} must be a number between {low} and {high}")
+        if not isinstance(self.standby, bool):
+            raise ValueError("standby must be true or false")
+
+
 DEFAULT_IMAGE_DIR = Path("/var/lib/libvirt/images")
 MAX_BOOT_TIMEOUT_S = 3600.0
 
@@ -91,6 +120,7 @@ class Settings:
     config_path: Path | None
     monitor: MonitorSettings = MonitorSettings()
     api: ApiSettings = ApiSettings()
+    balancer: BalancerSettings = BalancerSettings()
     # Folders images and ISOs may come from (symlinks resolved). Always includes the data folder.
     image_dirs: tuple[Path, ...] = (DEFAULT_IMAGE_DIR,)
 
@@ -139,7 +169,7 @@ def load_settings(path: Path | None = None) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(f"config file {config_path} is not valid TOML: {exc}") from None
     known = {"data_dir", "libvirt_uri", "accelerator", "boot_timeout_s", "capacity", "network", "network_cidr",
-             "api", "network_mode", "monitor", "image_dirs"}
+             "api", "network_mode", "monitor", "image_dirs", "balancer"}
     if unknown := set(data) - known:
         raise InvalidInput(f"config file {config_path}: unknown key(s) {', '.join(sorted(unknown))}")
     default_data = Path("/var/lib/corral") if os.geteuid() == 0 else Path.home() / ".local/share/corral"
@@ -171,6 +201,14 @@ def load_settings(path: Path | None = None) -> Settings:
         api = ApiSettings(**api_table)
     except ValueError as exc:
         raise InvalidInput(f"config file {config_path}: [api] {exc}") from None
+    balancer_table = data.get("balancer", {})
+    balancer_names = {f.name for f in fields(BalancerSettings)}
+    if not isinstance(balancer_table, dict) or set(balancer_table) - balancer_names:
+        raise InvalidInput(f"config file {config_path}: [balancer] accepts {', '.join(sorted(balancer_names))}")
+    try:
+        balancer = BalancerSettings(**balancer_table)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"config file {config_path}: [balancer] {exc}") from None
     network = str(os.environ.get("CORRAL_NETWORK", data.get("network", "corral")))
     if network:
         check_name(network, "network name")
@@ -192,6 +230,7 @@ def load_settings(path: Path | None = None) -> Settings:
         config_path=config_path if config_path.is_file() else None,
         monitor=monitor,
         api=api,
+        balancer=balancer,
         image_dirs=image_dirs,
     )
 

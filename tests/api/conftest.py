@@ -8,7 +8,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,9 @@ with warnings.catch_warnings():
 from corral.api.app import create_app
 from corral.api.auth import Authenticator
 from corral.config import Settings
-from corral.core.capacity import CapacityLimits
 from corral.services.context import Corral
 from corral.services.users import UserStore, users_path
-from tests.conftest import OFFLINE_URI
+from tests.conftest import OFFLINE_URI, overriding
 
 USER = "alice"
 PASSWORD = "correct horse battery"
@@ -115,16 +114,7 @@ def live_api(corral: Corral, credentials: Credentials) -> Iterator[Api]:
 @pytest.fixture
 def override(offline: Corral) -> Iterator[Callable[..., None]]:
     """Change the offline Corral's settings for one test (as the root conftest's `override`)."""
-    original = offline.settings
-
-    def apply(limits: dict[str, float] | None = None, **changes: object) -> None:
-        new = replace(offline.settings, **changes)  # type: ignore[arg-type]
-        if limits:
-            new = replace(new, limits=CapacityLimits(**{**offline.settings.limits.__dict__, **limits}))
-        offline.settings = offline.guests.settings = offline.host.settings = offline.images.settings = new
-
-    yield apply
-    offline.settings = offline.guests.settings = offline.host.settings = offline.images.settings = original
+    yield from overriding(offline)
 
 
 def _serve_process(base: str) -> Any:

@@ -4,9 +4,13 @@ poweroff, console ticket, delete. Three boots in all (the first, the reboot, the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from corral.services.context import Corral
+from tests.conftest import overriding
 
 from .conftest import Api, unique
 
@@ -17,6 +21,11 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.guest]
 def api(live_api: Api) -> Api:
     """Real guests: the API over the real libvirt daemon."""
     return live_api
+
+
+@pytest.fixture
+def override(corral: Corral) -> Iterator[Callable[..., None]]:
+    yield from overriding(corral)
 
 
 def test_life_cycle_over_the_api(api: Api) -> None:

@@ -20,7 +20,8 @@ from corral.services.context import Corral, open_corral
 from tests.conftest import libvirt_available, require
 
 CORRAL_BIN = str(Path(sys.executable).with_name("corral"))
-LAB_HOSTS = ("lab1", "lab2", "lab3")
+LAB_HOSTS = ("lab1", "lab2", "lab3")  # storage shared (they see the data folder)
+COPY_HOST = "lab4"  # storage copy: images and disks reach it through its storage pool
 
 
 @dataclass
@@ -47,13 +48,15 @@ def cluster(settings: Settings, corral_session: Corral, tmp_path_factory: pytest
     config = data / "config.toml"
     config.write_text("")
     lab = Lab(data / "lab")
-    hosts = lab.create(list(LAB_HOSTS))
+    hosts = lab.create([*LAB_HOSTS, COPY_HOST])
     cluster_settings = replace(settings, data_dir=data, config_path=None)
     corral = open_corral(cluster_settings)
-    for host in hosts:
-        corral.host.add(HostSpec(host.name, host.uri, storage="shared", network="",
-                                 power=PowerSpec("command", (("standby", f"{CORRAL_BIN} lab stop {host.name}"),
-                                                             ("wake", f"{CORRAL_BIN} lab start {host.name}")))))
+    lab_cli = f"env CORRAL_DATA_DIR={data} CORRAL_CONFIG={config} {CORRAL_BIN} lab"
+    for host in hosts:  # powered through the command driver: stopping and starting the lab host
+        corral.host.add(HostSpec(host.name, host.uri, storage="copy" if host.name == COPY_HOST else "shared",
+                                 network="",
+                                 power=PowerSpec("command", (("standby", f"{lab_cli} stop {host.name}"),
+                                                             ("wake", f"{lab_cli} start {host.name}")))))
     env = {**os.environ, "CORRAL_DATA_DIR": str(data), "CORRAL_CONFIG": str(config)}
     try:
         yield Cluster(corral, lab, hosts, env)

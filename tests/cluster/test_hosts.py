@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.cluster]
 
 def test_host_list_shows_every_host_and_its_state(cluster: Cluster) -> None:
     listed = json.loads(cluster.cli("host", "list", "--json").stdout)
-    assert [h["name"] for h in listed] == ["local", "lab1", "lab2", "lab3"]
+    assert [h["name"] for h in listed] == ["local", "lab1", "lab2", "lab3", "lab4"]
     assert all(h["state"] == "up" and h["cores"] >= 1 for h in listed)
     table = cluster.cli("host", "list")
     assert table.returncode == 0 and "lab2" in table.stdout
@@ -51,7 +51,7 @@ def test_guests_live_on_any_host_with_names_unique_across_them(cluster: Cluster)
         with pytest.raises(Conflict, match="already exists on host lab2"):
             c.guests.create(GuestSpec(guest, "tiny", memory_mib=128), host="lab3")
         rows = json.loads(cluster.cli("list", "--json").stdout)
-        assert [r["host"] for r in rows if r["name"] == "Domain-0"] == ["local", "lab1", "lab2", "lab3"]
+        assert [r["host"] for r in rows if r["name"] == "Domain-0"] == ["local", "lab1", "lab2", "lab3", "lab4"]
         assert {r["host"] for r in rows if r["name"] == guest} == {"lab2"}
         only = json.loads(cluster.cli("list", "--host", "lab2", "--json").stdout)
         assert {r["host"] for r in only} == {"lab2"} and guest in {r["name"] for r in only}

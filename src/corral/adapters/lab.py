@@ -166,6 +166,16 @@ class Lab:
         with contextlib.suppress(FileNotFoundError):
             host.socket.unlink()
 
+    def forget(self, names: list[str]) -> None:
+        """Stop some lab hosts and remove their folders and their place in the lab."""
+        for name in names:
+            with contextlib.suppress(NotFound):
+                self.stop(name)
+        kept = [h for h in self.hosts() if h.name not in names]
+        write_atomic(self._index_file, json.dumps([{"name": h.name, "index": h.index} for h in kept]))
+        for name in names:
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
     def destroy(self) -> list[str]:
         """Stop every lab host and remove the lab's folders."""
         names = [h.name for h in self.hosts()]

@@ -10,8 +10,9 @@ import contextlib
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import libvirt
@@ -36,6 +37,7 @@ STATE_NAMES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
 ACTIVE_STATES = {"running", "blocked", "paused", "shutting-down", "suspended", "no-state"}
+UPLOAD_CHUNK = 1 << 20
 MONITOR_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
                  | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_VCPU
                  | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
@@ -88,6 +90,36 @@ class NodeCounters:
     cpu_idle_ns: int
     memory_total_kib: int
     memory_available_kib: int  # free + buffers + cached
+
+
+@dataclass(frozen=True)
+class MigrationRequest:
+    """How to move a guest: what libvirt's migration is told (pure data; the service decides it)."""
+
+    live: bool = True  # False: a shut-off guest's definition (and disks) only
+    shared_storage: bool = True  # its disks are on storage both hosts see (no copy)
+    copy_storage: bool = False  # copy its disks to volumes pre-created on the destination
+    bandwidth_mib_s: int | None = None
+    max_downtime_ms: int | None = None
+    postcopy: bool = False
+    auto_converge: bool = False
+    dest_xml: str | None = None  # the definition at the destination, when its files are elsewhere there
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A migration while it runs (or, `completed`, once it ran), from libvirt's job statistics."""
+
+    elapsed_ms: int
+    memory_total: int  # bytes
+    memory_remaining: int
+    memory_bps: int
+    disk_total: int
+    disk_remaining: int
+    data_remaining: int
+    iteration: int
+    dirty_rate: int  # pages/s
+    downtime_ms: int | None = None  # known once it completed
 
 
 @contextlib.contextmanager
@@ -216,6 +248,15 @@ class LibvirtHost:
     def autostart(self, name: str) -> bool:
         with translated("read autostart of", name):
             return bool(self._domain(name).autostart())
+
+    def answers(self) -> bool:
+        """Whether this host's libvirt answers now (a real round trip, reconnecting if needed)."""
+        try:
+            with translated("reach"):
+                self.conn.getLibVersion()
+        except BackendError:
+            return False
+        return True
 
     def node_info(self) -> NodeInfo:
         if self._node is None:
@@ -366,11 +407,158 @@ class LibvirtHost:
             if not network.isActive():
                 network.create()
 
+    # --- storage pools (for hosts that do not share Corral's data folder) ---------------------------
+    def ensure_pool(self, name: str, xml: str) -> str:
+        """Define, build and start a directory pool from `xml` when it does not exist; its target path."""
+        with translated("set up storage pool", name):
+            try:
+                pool = self.conn.storagePoolLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    raise
+                pool = self.conn.storagePoolDefineXML(xml, 0)
+                pool.build(0)
+                pool.setAutostart(True)
+            if not pool.isActive():
+                pool.create(0)
+            pool.refresh(0)
+            return ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
+
+    def volume_path(self, pool: str, volume: str) -> str | None:
+        """The path of a volume in a pool, or None when it has none of that name."""
+        with translated("look in storage pool", pool):
+            try:
+                return str(self.conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).path())
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    raise
+                return None
+
+    def create_volume(self, pool: str, xml: str) -> str:
+        """A new volume from its XML (an overlay names its backing store there); its path."""
+        with translated("create a volume in storage pool", pool):
+            return str(self.conn.storagePoolLookupByName(pool).createXML(xml, 0).path())
+
+    def upload_volume(self, pool: str, xml: str, source: Path, progress: Callable[[int, int], None] | None = None
+                      ) -> str:
+        """A new volume holding the bytes of a local file, sent over libvirt's stream; its path. A
+        failed upload leaves no volume behind."""
+        size = source.stat().st_size
+        with translated("upload into storage pool", pool):
+            vol = self.conn.storagePoolLookupByName(pool).createXML(xml, 0)
+            try:
+                stream = self.conn.newStream(0)
+                vol.upload(stream, 0, size, 0)
+                sent = 0
+                with source.open("rb") as handle:
+                    while chunk := handle.read(UPLOAD_CHUNK):
+                        view = memoryview(chunk)
+                        while view:
+                            n = stream.send(bytes(view))
+                            view = view[n:]
+                            sent += n
+                        if progress is not None:
+                            progress(sent, size)
+                stream.finish()
+            except BaseException:
+                with contextlib.suppress(libvirt.libvirtError, NameError):
+                    stream.abort()
+                with contextlib.suppress(libvirt.libvirtError):
+                    vol.delete(0)
+                raise
+            return str(vol.path())
+
+    def volume_capacity(self, pool: str, volume: str) -> int:
+        """A volume's virtual size in bytes."""
+        with translated("read a volume of storage pool", pool):
+            return int(self.conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).info()[1])
+
+    def delete_volume(self, pool: str, volume: str) -> bool:
+        """Delete a volume of a pool; False when there is none of that name."""
+        with translated("delete a volume of storage pool", pool):
+            try:
+                vol = self.conn.storagePoolLookupByName(pool).storageVolLookupByName(volume)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL):
+                    return False
+                raise
+            vol.delete(0)
+            return True
+
+    def volumes(self, pool: str) -> list[str]:
+        with translated("list storage pool", pool):
+            try:
+                found = self.conn.storagePoolLookupByName(pool)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    return []
+                raise
+            found.refresh(0)
+            return sorted(str(name) for name in found.listVolumes())
+
     def open_console(self, name: str, *, force: bool = False) -> SerialConsole:
         """A guest's serial console over a stream of its own connection (see adapters/console.py)."""
         from corral.adapters.console import SerialConsole  # its event loop only when a console opens
 
         return SerialConsole(self.uri, name, force=force)
+
+    # --- migration -------------------------------------------------------------------------
+    def migrate(self, name: str, dest_uri: str, request: MigrationRequest) -> None:
+        """Move a guest to the host at `dest_uri`, peer to peer (this host's libvirt talks to the
+        destination's; the definition is kept there and removed here). Blocks until it is done; poll
+        `job()` and `abort_job()` from another connection meanwhile."""
+        flags = libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        params: dict[str, object] = {}
+        if request.live:
+            flags |= libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+        else:
+            flags |= libvirt.VIR_MIGRATE_OFFLINE
+        if request.copy_storage:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            if request.dest_xml:  # its disks, kernel and log at the destination's paths
+                params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = request.dest_xml
+                params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = request.dest_xml
+        elif request.shared_storage and request.live:
+            # One file system both hosts see: libvirt cannot tell it is shared (it is not NFS or Ceph)
+            # and would refuse; the administrator declared it shared.
+            flags |= libvirt.VIR_MIGRATE_UNSAFE
+        if request.postcopy:
+            flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        if request.auto_converge:
+            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        if request.bandwidth_mib_s:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(request.bandwidth_mib_s)
+        with translated("migrate", name):
+            dom = self._domain(name)
+            if request.max_downtime_ms and request.live:
+                dom.migrateSetMaxDowntime(int(request.max_downtime_ms), 0)
+            dom.migrateToURI3(dest_uri, params, flags)
+
+    def job(self, name: str) -> JobProgress | None:
+        """The guest's running job (a migration), or None when it has none."""
+        with translated("read the job of", name):
+            stats = self._domain(name).jobStats(0)
+        if not stats or stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        return _job_progress(stats)
+
+    def completed_job(self, name: str) -> JobProgress | None:
+        """What the guest's last migration took (asked on the host it arrived at)."""
+        try:
+            stats = self._domain(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except libvirt.libvirtError:
+            return None
+        return _job_progress(stats) if stats else None
+
+    def start_postcopy(self, name: str) -> None:
+        """Switch a running migration (started with `postcopy`) to post-copy: the guest runs on the
+        destination from now on, and its remaining memory is pulled from the source as it is touched."""
+        with translated("switch to post-copy the migration of", name):
+            self._domain(name).migrateStartPostCopy(0)
+
+    def abort_job(self, name: str) -> None:
+        with translated("abort the migration of", name):
+            self._domain(name).abortJob()
 
     def wait_state(self, name: str, states: set[str], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -387,3 +575,16 @@ def _pause_reason(dom: libvirt.virDomain) -> str | None:
     except libvirt.libvirtError:
         return None
     return PAUSE_REASONS.get(reason) if state == libvirt.VIR_DOMAIN_PAUSED else None
+
+
+def _job_progress(stats: dict[str, object]) -> JobProgress:
+    def num(key: str) -> int:
+        value = stats.get(key, 0)
+        return int(value) if isinstance(value, int | float) else 0
+
+    downtime = stats.get("downtime")
+    return JobProgress(
+        elapsed_ms=num("time_elapsed"), memory_total=num("memory_total"), memory_remaining=num("memory_remaining"),
+        memory_bps=num("memory_bps"), disk_total=num("disk_total"), disk_remaining=num("disk_remaining"),
+        data_remaining=num("data_remaining"), iteration=num("memory_iteration"), dirty_rate=num("memory_dirty_rate"),
+        downtime_ms=int(downtime) if isinstance(downtime, int | float) else None)

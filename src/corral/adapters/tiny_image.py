@@ -14,6 +14,7 @@ is an :class:`ImageBuildError`.
 Kernel command-line contract (see :func:`corral.core.bootimage.load_cmdline`)::
 
     <base_cmdline> corral.name=NAME corral.cpu=PCT corral.disk=KBPS corral.net=KBPS
+                   corral.trace=HEX corral.step_ms=MS
 
 When the guest is up it prints one line on the serial console (ttyS0)::
 
@@ -43,7 +44,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -67,6 +68,7 @@ from corral.core.bootimage import (
     parse_ready_line,
 )
 from corral.core.errors import BackendError, InvalidInput
+from corral.core.spec import TRACE_STEP_MS
 
 __all__ = [
     "BASE_CMDLINE",
@@ -115,8 +117,9 @@ class TinyImage:
     kernel_version: str
     base_cmdline: str
 
-    def load_cmdline(self, name: str, cpu_pct: int = 0, disk_kbps: int = 0, net_kbps: int = 0) -> str:
-        return load_cmdline(self.base_cmdline, name, cpu_pct, disk_kbps, net_kbps)
+    def load_cmdline(self, name: str, cpu_pct: int = 0, disk_kbps: int = 0, net_kbps: int = 0,
+                     trace: Sequence[int] = (), step_ms: int = TRACE_STEP_MS) -> str:
+        return load_cmdline(self.base_cmdline, name, cpu_pct, disk_kbps, net_kbps, trace, step_ms)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -514,7 +517,9 @@ def _build(
                 "corral.name": "hostname: letters, digits, '-'",
                 "corral.cpu": "percent of each vCPU busy, 0..100",
                 "corral.disk": "KiB/s read+write on /dev/vda (first 32 MiB, O_DIRECT)",
-                "corral.net": "KiB/s UDP payload to 10.0.2.2:9",
+                "corral.net": "KiB/s UDP payload to the gateway (the host), port 9",
+                "corral.trace": "a load trace replacing corral.cpu: two hex digits (00-64) a step",
+                "corral.step_ms": "how long each step of corral.trace lasts, in ms (default 300000)",
             },
             "ready_line": "CORRAL-READY name=<hostname> ip=<addr or none>",
             "modules": [n for n, _ in modules],

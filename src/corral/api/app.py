@@ -9,6 +9,7 @@ OpenAPI schema with its security schemes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,29 +22,53 @@ from starlette.types import Receive, Scope, Send
 
 from corral.api import __version__
 from corral.api.auth import CSRF_HEADER, PUBLIC_PATHS, SESSION_COOKIE, Authenticator, AuthMiddleware
+from corral.api.balancing import BalancerLoop
 from corral.api.errors import close_reason, install_error_handlers, refuse
 from corral.api.live import LiveStats
 from corral.api.middleware import BodyLimit, SecurityHeaders, WebUI
-from corral.api.routes import ApiContext, consoles, domains, host, images, plans, session, stats
+from corral.api.migrations import MigrationJobs
+from corral.api.routes import (
+    ApiContext,
+    consoles,
+    domains,
+    host,
+    hosts,
+    images,
+    migrations,
+    plans,
+    session,
+    stats,
+)
+from corral.api.routes import (
+    balancer as balancer_routes,
+)
 from corral.services.context import Corral
 from corral.services.users import UserStore, users_path
 
 
 def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: float | None = None,
-               authenticator: Authenticator | None = None, allowed_hosts: frozenset[str] | None = None) -> FastAPI:
-    """The API over `corral`. With `sampler`, the monitoring sampler runs while the app does; with
-    `allowed_hosts`, requests whose Host header names another host are refused (400). Request bodies are
-    bounded by the settings' [api] table."""
+               authenticator: Authenticator | None = None, allowed_hosts: frozenset[str] | None = None,
+               balancer: bool = False) -> FastAPI:
+    """The API over `corral`. With `sampler`, the monitoring sampler runs while the app does, and with
+    `balancer` the balancer (its mode decides what it does); with `allowed_hosts`, requests whose Host
+    header names another host are refused (400). Request bodies are bounded by the settings' [api] table."""
     auth = authenticator or Authenticator(UserStore(users_path(corral.settings.data_dir)))
     live = LiveStats(corral.monitoring, sample_interval_s)
+    jobs = MigrationJobs(corral.migration)
+    balancing = BalancerLoop(corral.balancer) if balancer else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if sampler:
             live.start()
+        if balancing is not None:
+            balancing.start()
         try:
             yield
         finally:
+            if balancing is not None:
+                await asyncio.to_thread(balancing.stop)
+            await asyncio.to_thread(jobs.stop)  # running migrations are aborted: each guest stays on its source
             live.stop()
 
     app = FastAPI(title="Corral", version=__version__, docs_url=None, redoc_url=None,
@@ -53,6 +78,7 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
     app.state.corral = corral
     app.state.auth = auth
     app.state.live = live
+    app.state.migrations = jobs
     # Innermost first: authentication, the web UI's files, security headers and the Host check, and
     # outermost the body limit, which bounds every request before anything else reads it.
     app.add_middleware(AuthMiddleware, auth=auth)
@@ -79,8 +105,8 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
                                    swagger_css_url="/ui/vendor/swagger/swagger-ui.css",
                                    swagger_favicon_url="data:,")
 
-    ctx = ApiContext(corral, auth, live)
-    for area in (session, host, domains, images, stats, plans, consoles):
+    ctx = ApiContext(corral, auth, live, jobs)
+    for area in (session, host, hosts, domains, migrations, balancer_routes, images, stats, plans, consoles):
         app.include_router(area.router(ctx))
     app.include_router(stats.metrics_router(ctx))
 

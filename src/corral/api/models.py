@@ -9,7 +9,18 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from corral.core.errors import InvalidInput
-from corral.core.spec import MAX_DISK_GIB, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, GuestSpec, spec_from_mapping
+from corral.core.hosts import ACCELERATORS, POWER_DRIVERS, STORAGE_MODES, HostSpec, PowerSpec
+from corral.core.spec import (
+    MAX_DISK_GIB,
+    MAX_MEMORY_MIB,
+    MAX_SPEED,
+    MAX_TRACE_STEPS,
+    MAX_VCPUS,
+    MIN_MEMORY_MIB,
+    GuestSpec,
+    spec_from_mapping,
+)
+from corral.services.migration import MAX_BANDWIDTH_MIB_S, MAX_DOWNTIME_MS
 
 # The pattern is documented in the schema (clients and fuzzers see the shape of a name) but checked by the
 # services (the core's check_name()), so a bad name gets the same one-line message as in the CLI.
@@ -24,6 +35,9 @@ NameParam = Annotated[str, name_param("Domain name")]
 SnapshotParam = Annotated[str, name_param("Snapshot name")]
 ImageParam = Annotated[str, name_param("Image name")]
 PlanParam = Annotated[str, name_param("Plan name (its file name in <data_dir>/plans/ without .json)")]
+HostParam = Annotated[str, name_param("Host name (see GET /api/hosts)")]
+MigrationParam = Annotated[str, PathParam(description="A migration's id (from POST /api/domains/{name}/migrate)",
+                                          max_length=64)]
 
 
 # --- request bodies -------------------------------------------------------------------------------
@@ -65,6 +79,11 @@ class SpecBody(BaseModel):
     iso: str | None = Field(None, description="absolute path of an ISO on the host, attached as a CD-ROM",
                             max_length=4096)
     load: Load | None = Field(None, description="tiny image only: {cpu, disk, net} or 'cpu=15,net=32'")
+    load_trace: list[Number] | None = Field(None, min_length=1, max_length=MAX_TRACE_STEPS,
+                                            description="tiny image only, instead of load cpu: CPU % of each vCPU "
+                                                        "(0-100), one per 5-minute step, replayed in a loop")
+    speed: Number | None = Field(None, description="with load_trace: replay it this many times faster",
+                                 json_schema_extra={"minimum": 1, "maximum": MAX_SPEED})
 
 
 class LoginBody(BaseModel):
@@ -82,6 +101,65 @@ class ImportBody(BaseModel):
     model_config = STRICT
     name: str = Field(max_length=200)
     path: str = Field(max_length=4096, description="a qcow2 or raw disk image, or an ISO, on the host")
+
+
+class PowerBody(BaseModel):
+    """How Corral puts the host in standby and wakes it (see `corral host add --power`)."""
+
+    model_config = STRICT
+    driver: str = Field("none", max_length=20, description=" | ".join(POWER_DRIVERS))
+    settings: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict, max_length=32,
+        description="the driver's settings: command: standby, wake (commands run by the server, without a "
+                    "shell); wol: mac, broadcast, port, standby; ipmi: address, user, password_file, lanplus")
+
+
+class HostBody(BaseModel):
+    """A host to register, as `corral host add` takes it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "examples": [{"name": "h2", "uri": "qemu+tcp://10.0.0.2/system", "storage": "shared"}]})
+    name: str = Field(max_length=200)
+    uri: str = Field(max_length=1024, description="libvirt URI: qemu+ssh://root@h2/system, qemu+tcp://…, "
+                                                  "qemu+tls://…, qemu+unix:///system?socket=PATH")
+    storage: str = Field("copy", max_length=20, description=f"{' | '.join(STORAGE_MODES)}: whether it sees "
+                                                           "Corral's data folder, or disks are copied to it")
+    accelerator: str = Field("auto", max_length=20, description=" | ".join(ACCELERATORS))
+    network: str | None = Field(None, max_length=200, description="libvirt network for guests' NICs there "
+                                                                  "(\"\": user-mode NICs; null: the configured one)")
+    power: PowerBody | None = None
+
+
+class MigrateBody(BaseModel):
+    """Where and how to move a guest (the options of `corral migrate`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"host": "h2"}]})
+    host: str = Field(max_length=200, description="the destination host")
+    offline: bool = Field(False, description="the guest must be shut off: move its definition (a shut-off guest "
+                                             "moves offline anyway)")
+    copy_storage: bool = Field(False, description="copy its disks to a host that does not share storage")
+    bandwidth: WholeNumber | None = Field(None, description="MiB/s at most",
+                                          json_schema_extra={"minimum": 1, "maximum": MAX_BANDWIDTH_MIB_S})
+    max_downtime: WholeNumber | None = Field(None, description="ms the guest may pause at the end",
+                                             json_schema_extra={"minimum": 1, "maximum": MAX_DOWNTIME_MS})
+    postcopy: bool = Field(False, description="switch to post-copy after the first pass. Risk: a failure of "
+                                              "either host then loses the guest")
+
+
+class MaintenanceBody(BaseModel):
+    model_config = STRICT
+    on: bool = Field(description="true: refused unless the other hosts can hold its guests, then set and the "
+                                 "host evacuated; false: the host takes guests again")
+
+
+def host_spec_of(body: HostBody) -> HostSpec:
+    """The core's host spec for a body (the core checks the fields and gives the messages)."""
+    power = body.power or PowerBody(driver="none", settings={})
+    if any(not key.strip() for key in power.settings):
+        raise InvalidInput("power.settings: a setting needs a name")
+    settings = tuple(sorted((key.strip(), value) for key, value in power.settings.items()))
+    return HostSpec(body.name, body.uri, body.storage, body.accelerator, PowerSpec(power.driver, settings),
+                    body.network)
 
 
 def spec_of(body: SpecBody) -> GuestSpec:

@@ -18,10 +18,14 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
+from corral.adapters.libvirt_host import JobProgress
+from corral.api.migrations import MigrationStatus
 from corral.core.capacity import Budget, CapacityLimits
 from corral.monitoring.metrics import METRICS, UNITS
 from corral.services.guests import GuestInfo, ListedDomain, SnapshotInfo
+from corral.services.host import HostSummary
 from corral.services.images import ImageRecord
+from corral.services.migration import EvacuationResult, MigrationResult
 
 # A JSON number as the service gave it: an int stays an int, a float a float (pydantic's `float` would make
 # every whole number 2.0).
@@ -122,6 +126,97 @@ class HostStatus(BaseModel):
     limits: Limits
     capacity: dict[str, CapacityBudget] = Field(
         description="per resource (vcpus, memory, cpu): what the admission guard allows, uses, has free")
+
+
+# --- hosts ------------------------------------------------------------------------------------------------
+@from_dataclass(HostSummary, describe={
+    "state": "up, unreachable, maintenance or standby",
+    "storage": "shared (it sees Corral's data folder) or copy (disks are copied to it)",
+    "cores": "null when the host cannot be asked (unreachable, standby)",
+    "cpu_pct": "% of all its cores busy over a short window",
+    "vcpus_allocated": "vCPUs of its running guests", "memory_allocated_mib": "memory of its running guests",
+    "cpu_cap_cores": "expected CPU demand (in cores) the admission guard allows there: cores x cap",
+    "guests_running": "running (or paused) guests", "guests_defined": "every guest defined there",
+    "power": "its power driver (none: no standby and wake)",
+    "error": "why it could not be asked",
+})
+class HostRow(BaseModel):
+    """One host, like a row of `corral host list --json`."""
+
+
+class HostRemoved(BaseModel):
+    removed: str
+
+
+class HostWoken(BaseModel):
+    """A host woken through its power driver: its libvirt answered after `after_s`."""
+
+    host: HostRow
+    after_s: Number
+
+
+class HostMove(BaseModel):
+    """A migration the balancer made into or out of a host."""
+
+    time: Number
+    guest: str
+    source: str
+    dest: str
+    outcome: str
+
+
+class HostLoad(BaseModel):
+    """What a host's guests took of it over time, against its cap, with the balancer's migrations."""
+
+    host: str
+    cap_pct: Number = Field(description="the cap, % of the host's cores")
+    points: list[tuple[Number, Number]] = Field(description="(time, % of the host's cores its guests took)")
+    moves: list[HostMove]
+
+
+@from_dataclass(MigrationResult, describe={
+    "live": "moved while running (else its definition, shut off)",
+    "total_s": "from start to end", "downtime_ms": "how long the guest was paused at the switch (live only)",
+    "memory_bytes": "memory sent", "disk_bytes": "disk data copied", "iterations": "pre-copy passes",
+})
+class MigrationOutcome(BaseModel):
+    """A finished migration, like `corral migrate --json`."""
+
+
+@from_dataclass(EvacuationResult, fields={"moved": list[MigrationOutcome], "left": list[str]},
+                describe={"left": "guests still there (none when it worked)"})
+class Evacuation(BaseModel):
+    """What an evacuation moved, like `corral host evacuate --json`."""
+
+
+class Maintenance(BaseModel):
+    """A host's maintenance state, and what entering it moved away."""
+
+    host: str
+    maintenance: bool
+    evacuation: Evacuation | None = Field(description="the guests moved away (null when turned off)")
+
+
+@from_dataclass(JobProgress, describe={
+    "memory_total": "bytes", "memory_remaining": "bytes", "memory_bps": "bytes/s being sent",
+    "disk_total": "bytes (disks being copied)", "disk_remaining": "bytes", "data_remaining": "bytes, all told",
+    "iteration": "the pre-copy pass", "dirty_rate": "pages/s the guest dirties",
+    "downtime_ms": "known once it completed",
+})
+class MigrationProgress(BaseModel):
+    """A running migration's job statistics, from libvirt."""
+
+
+@from_dataclass(MigrationStatus, fields={"progress": MigrationProgress | None, "result": MigrationOutcome | None},
+                describe={"id": "for GET/DELETE /api/migrations/{id} and WS /api/ws/migrations/{id}",
+                          "user": "who started it", "started": "unix seconds", "finished": "unix seconds",
+                          "state": "running, succeeded, failed or aborted",
+                          "abort_requested": "DELETE /api/migrations/{id} was asked",
+                          "progress": "the latest job statistics (live migrations; null before the first)",
+                          "result": "once it succeeded", "error": "once it failed or was aborted",
+                          "error_status": "the HTTP status the same error has elsewhere"})
+class Migration(BaseModel):
+    """A migration started through the API, as it stands."""
 
 
 # --- domains ----------------------------------------------------------------------------------------------

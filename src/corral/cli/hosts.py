@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Annotated
 
@@ -134,12 +135,45 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
 
     @host_app.command("maintenance")
     def host_maintenance(name: HostArg,
-                         state: Annotated[str, typer.Argument(help="on | off")]) -> None:
-        """Take a host out of placement (on) or give it back (off)."""
+                         state: Annotated[str, typer.Argument(help="on | off")],
+                         parallel: Annotated[int, typer.Option(help="Migrations at a time.")] = 2) -> None:
+        """Take a host out of placement and move its guests away (on), or give it back (off)."""
         if state not in ("on", "off"):
             raise InvalidInput(f"maintenance {state!r}: use on or off")
-        corral().hosts.set_state(name, maintenance=state == "on")
-        out.print(f"{name}: maintenance {state}")
+        c = corral()
+        if state == "on":  # refused before anything changes when the other hosts cannot hold its guests
+            result = c.migration.enter_maintenance(name, parallel=parallel,
+                                                   progress=lambda line: err.print(line, highlight=False))
+            out.print(f"{name}: maintenance on; {len(result.moved)} guest(s) moved away")
+            return
+        c.hosts.set_state(name, maintenance=False)
+        out.print(f"{name}: maintenance off")
+
+    @host_app.command("evacuate")
+    def host_evacuate(name: HostArg,
+                      parallel: Annotated[int, typer.Option(help="Migrations at a time.")] = 2,
+                      as_json: JsonOpt = False) -> None:
+        """Move every guest off a host, spread over the others by placement (refused before anything moves
+        when they cannot hold them all). Run it again after an interruption."""
+        result = corral().migration.evacuate(name, parallel=parallel,
+                                             progress=None if as_json else lambda line: err.print(line))
+        if as_json:
+            _emit(result.as_dict())
+            return
+        out.print(f"{name}: {len(result.moved)} guest(s) moved away")
+
+    @host_app.command("standby")
+    def host_standby(name: HostArg) -> None:
+        """Power a host down through its power driver (refused while guests run there)."""
+        corral().host.standby(name)
+        out.print(f"{name}: standby")
+
+    @host_app.command("wake")
+    def host_wake(name: HostArg,
+                  timeout: Annotated[float, typer.Option(help="Seconds to wait for its libvirt.")] = 300) -> None:
+        """Power a host up through its power driver; returns once its libvirt answers."""
+        seconds = corral().host.wake(name, timeout)
+        out.print(f"{name}: up (libvirt answered after {seconds:.1f} s)")
 
     # --- the lab --------------------------------------------------------------------------------
     def lab() -> Lab:
@@ -182,3 +216,129 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
         lab().stop(name)
         out.print(f"{name}: stopped")
 
+
+
+def register_migrate(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: Console) -> None:
+    @app.command()
+    def migrate(
+        name: Annotated[str, typer.Argument(help="The guest.")],
+        dest: Annotated[str, typer.Argument(help="The host to move it to.")],
+        offline: Annotated[bool, typer.Option("--offline", help="Move a shut-off guest (its definition).")] = False,
+        copy_storage: Annotated[bool, typer.Option("--copy-storage", help="Copy its disks to a host that does not "
+                                                                          "share storage.")] = False,
+        bandwidth: Annotated[int | None, typer.Option("--bandwidth", help="MiB/s at most.")] = None,
+        max_downtime: Annotated[int | None, typer.Option("--max-downtime", help="ms the guest may pause at the "
+                                                                               "end.")] = None,
+        postcopy: Annotated[bool, typer.Option("--postcopy", help="Switch to post-copy after the first pass. Risk: a "
+                                                                  "failure of either host then loses the guest.")
+                            ] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Move a guest to another host: live for a running guest (Ctrl-C aborts; it stays where it was),
+        its definition for a shut-off one. Checked before anything moves."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from corral.adapters.libvirt_host import JobProgress
+
+        service = corral().migration
+        plan = service.check(name, dest, offline=offline, copy_storage=copy_storage, bandwidth_mib_s=bandwidth,
+                             max_downtime_ms=max_downtime, postcopy=postcopy)
+        if not as_json:
+            err.print(plan.describe(), highlight=False)
+        with Progress(TextColumn("{task.description:<40}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), console=err, transient=True, disable=as_json) as bar:
+            task = bar.add_task("starting", total=1.0)
+
+            def show(job: JobProgress) -> None:
+                total = job.memory_total + job.disk_total
+                left = job.memory_remaining + job.disk_remaining
+                done = 1.0 - left / total if total else 0.0
+                what = (f"pass {job.iteration}, {left / 2**20:.0f} MiB left, {job.memory_bps / 2**20:.0f} MiB/s"
+                        if total else "preparing")
+                bar.update(task, description=what, completed=max(0.0, min(1.0, done)))
+
+            result = service.migrate(name, dest, offline=offline, copy_storage=copy_storage,
+                                     bandwidth_mib_s=bandwidth, max_downtime_ms=max_downtime, postcopy=postcopy,
+                                     progress=show)
+        if as_json:
+            _emit(result.as_dict())
+            return
+        out.print(result.describe(), highlight=False, soft_wrap=True)
+
+
+def register_balance(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: Console) -> None:
+    @app.command()
+    def balance(
+        apply: Annotated[bool, typer.Option("--apply", help="Carry out this round's moves now.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what the policy would do now "
+                                                                "(the default).")] = False,
+        daemon: Annotated[bool, typer.Option("--daemon", help="A round every interval (with the monitoring "
+                                                              "sampler, unless one runs already).")] = False,
+        mode: Annotated[str | None, typer.Option(help="Set the mode: off | recommend | automatic.")] = None,
+        interval: Annotated[float | None, typer.Option(help="Seconds between rounds (default: config).")] = None,
+        show_log: Annotated[bool, typer.Option("--log", help="Print the decision timeline.")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Keep the cluster consolidated: pack guests on few hosts under the cap, relieve a host before it is
+        forecast over it, put emptied hosts in standby. Same policy as `corral simulate`."""
+        if sum((apply, dry_run, daemon, show_log)) > 1:
+            raise InvalidInput("give one of --apply, --dry-run, --daemon, --log")
+        service = corral().balancer
+        if mode is not None:
+            service.set_mode(mode)
+            err.print(f"balancer mode: {mode}")
+            if not (apply or dry_run or daemon or show_log):
+                return
+        if show_log:
+            entries = service.timeline()
+            if as_json:
+                _emit([e.as_dict() for e in entries])
+                return
+            for e in reversed(entries):
+                when = time.strftime("%H:%M:%S", time.localtime(e.time))
+                if e.kind == "round":
+                    out.print(f"[bold]{when} round {e.round}[/bold] ({e.expected}): {e.reason}", highlight=False)
+                    continue
+                what = " -> ".join(x for x in (e.source, e.dest) if x)
+                took = f" in {e.duration_s:.1f} s" if e.duration_s else ""
+                out.print(f"{when}   {e.kind} {e.guest or ''} {what}: {e.outcome}{took} — {e.reason}",
+                          highlight=False, soft_wrap=True)
+            return
+        if daemon:
+            import signal
+            import threading
+
+            stop = threading.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.set())
+            c = corral()
+            sampler = threading.Thread(target=c.monitoring.run, kwargs={"stop": stop}, daemon=True)
+            sampler.start()
+            err.print(f"balancing every {interval or c.settings.balancer.interval_s:g} s in mode {service.mode} "
+                      "(Ctrl-C or SIGTERM stops)")
+            service.run(stop, interval_s=interval, progress=lambda line: err.print(line, highlight=False))
+            return
+        if apply:
+            report = service.round(apply=True, progress=None if as_json else lambda line: err.print(line))
+        else:
+            plan = service.plan()
+            if as_json:
+                _emit({"mode": service.mode, "summary": plan.summary, "wakes": [w.__dict__ for w in plan.wakes],
+                       "moves": [m.__dict__ for m in plan.moves], "standbys": [s.__dict__ for s in plan.standbys],
+                       "refused": [r.__dict__ for r in plan.refused], "forecast_pct": dict(plan.forecast_pct)})
+                return
+            out.print(f"[bold]mode {service.mode}[/bold]: {plan.summary}", highlight=False, soft_wrap=True)
+            for wake in plan.wakes:
+                out.print(f"  wake {wake.host}: {wake.reason}", highlight=False, soft_wrap=True)
+            for move in plan.moves:
+                out.print(f"  move {move.guest} {move.source} -> {move.dest} ({move.kind}): {move.reason}; "
+                          f"expected: {move.expected}", highlight=False, soft_wrap=True)
+            for standby in plan.standbys:
+                out.print(f"  standby {standby.host}: {standby.reason}", highlight=False, soft_wrap=True)
+            for refused in plan.refused:
+                out.print(f"  [dim]not done: {refused.what}: {refused.why}[/dim]", highlight=False, soft_wrap=True)
+            return
+        if as_json:
+            _emit(report.as_dict())
+            return
+        out.print(f"round {report.round}: {report.plan.summary}", highlight=False, soft_wrap=True)

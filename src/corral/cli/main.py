@@ -169,6 +169,11 @@ def create(
     iso: Annotated[str | None, typer.Option(help="Attach an ISO as a CD-ROM.")] = None,
     load: Annotated[str | None, typer.Option(help="Workload of the tiny image: cpu=PCT,disk=KBPS,net=KBPS")
                     ] = None,
+    load_trace: Annotated[str | None, typer.Option(help="Tiny image: replay a CPU trace instead of cpu= (one "
+                                                        "percent per line, a step every 5 minutes: PlanetLab)")
+                          ] = None,
+    speed: Annotated[float | None, typer.Option(help="With --load-trace: replay it N times faster (1-3600; "
+                                                     "60: a step every 5 s).")] = None,
     spec: Annotated[Path | None, typer.Option(help="A TOML file with the same fields.")] = None,
     start: Annotated[bool, typer.Option("--start", help="Start it after defining it.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="With --start: return when it is up.")] = False,
@@ -180,22 +185,27 @@ def create(
                                                             "host, and each host's weight.")] = False,
 ) -> None:
     """Define a guest (and start it with --start). Refused when it would overload the host."""
+    from corral.adapters.traces import read_load_trace
+
     if spec is not None:
-        if any(v is not None for v in (name, image, disk, iso, load)):
+        if any(v is not None for v in (name, image, disk, iso, load, load_trace, speed)):
             raise InvalidInput("give either --spec or a name and options, not both")
         from corral.adapters.files import read_text
 
         spec_file = spec.expanduser().absolute()
-        guest = spec_from_toml(read_text(spec_file, "spec file"), str(spec), spec_file.parent)
+        guest = spec_from_toml(read_text(spec_file, "spec file"), str(spec), spec_file.parent, read_load_trace)
     else:
         if name is None or image is None:
             raise InvalidInput("a guest needs a NAME and --image (or --spec FILE)")
         fields: dict[str, Any] = {"name": name, "image": image, "vcpus": vcpus, "memory": memory}
-        for key, value in (("disk", disk), ("iso", iso), ("load", load)):
+        if load_trace is not None:
+            load_trace = os.path.abspath(os.path.expanduser(load_trace))  # a file of the user's, '..' or not
+        for key, value in (("disk", disk), ("iso", iso), ("load", load), ("load_trace", load_trace),
+                           ("speed", speed)):
             if value is not None:
                 fields[key] = value
         # The same builder as spec files and the REST API; a relative --iso is relative to here.
-        guest = spec_from_mapping(fields, base_dir=Path.cwd())
+        guest = spec_from_mapping(fields, base_dir=Path.cwd(), read_trace=read_load_trace)
     if (explain or weigher != "pack") and host != "auto":
         raise InvalidInput("--explain and --weigher go with --host auto")
     if host == "auto":
@@ -345,13 +355,22 @@ def console(name: NameArg,
 
 
 @app.command()
-def demo(clean: Annotated[bool, typer.Option("--clean", help="Delete the demo's guests.")] = False) -> None:
-    """The classic server-sprawl example: five departmental servers as guests on this host, and the plan."""
+def demo(clean: Annotated[bool, typer.Option("--clean", help="Delete what the demo made (hosts included).")
+                          ] = False,
+         hosts: Annotated[int | None, typer.Option("--hosts", help="Start each server alone on its own host (5 "
+                                                                   "private libvirt hosts on this machine) and "
+                                                                   "let the balancer consolidate them live.")
+                          ] = None) -> None:
+    """The classic server-sprawl example: five departmental servers as guests on this host, and the plan;
+    with --hosts 5, on five hosts consolidated live onto one."""
     from corral.services.demo import DEMO_SERVERS
 
     if clean:
         for name in corral().demo.clean():
             out.print(f"deleted {name}")
+        return
+    if hosts is not None:
+        _cluster_demo(hosts)
         return
     before = Table(title="Before: five servers, one machine each", title_justify="left", box=None,
                    header_style="bold")
@@ -382,6 +401,38 @@ def demo(clean: Annotated[bool, typer.Option("--clean", help="Delete the demo's 
     out.print("Clean up with: corral demo --clean")
 
 
+def _cluster_demo(n_hosts: int) -> None:
+    c = corral()
+    with _progress() as progress:
+        task = progress.add_task("starting", total=1)
+
+        def step(what: str, done: int, total: int) -> None:
+            progress.update(task, description=what, completed=done, total=total)
+
+        result = c.demo.run_cluster(c.host, lambda step_s: c.balancer_for(interval_s=step_s, cooldown_s=0.0,
+                                                                          mode="automatic"), n_hosts, step)
+
+    def table(title: str, loads: Any, energy: tuple[float, float, str]) -> None:
+        t = Table(title=title, title_justify="left", box=None, header_style="bold")
+        for column in ("host", "state", "guests", "CPU of the host"):
+            t.add_column(column)
+        for h in loads:
+            t.add_row(h.host, h.state, ", ".join(h.guests) or "-", "-" if h.state != "on" else f"{h.utilization:.0%}")
+        out.print(t)
+        on = sum(1 for h in loads if h.state == "on")
+        out.print(f"{on} host(s) on: {energy[0]:,.0f} kWh a year, {energy[1]:,.0f} {energy[2]} of energy "
+                  "(cost model: power curve, PUE, price)", highlight=False)
+
+    table("Before: each server alone on its own host", result.before, result.energy_before)
+    out.print("[bold]The balancer's rounds:[/bold]")
+    for index, summary in enumerate(result.rounds, 1):
+        out.print(f"  {index}. {summary}", highlight=False, soft_wrap=True)
+    table("After: consolidated live, the emptied hosts in standby", result.after, result.energy_after)
+    saved = result.energy_before[0] - result.energy_after[0]
+    out.print(f"[bold]{saved:,.0f} kWh a year saved[/bold]; the timeline: corral balance --log; clean up with: "
+              "corral demo --clean")
+
+
 def _drain(session: SerialConsole, quiet_s: float) -> None:
     """Copy console output to stdout until the guest has said nothing for `quiet_s` seconds."""
     while (chunk := session.read(quiet_s)):
@@ -404,6 +455,8 @@ def _register_extensions() -> None:
     from corral.cli import simulate as simulate_cli
 
     hosts_cli.register(app, corral, out, err)
+    hosts_cli.register_migrate(app, corral, out, err)
+    hosts_cli.register_balance(app, corral, out, err)
     monitor_cli.register(app, corral, out, err)
     serve_cli.register(app, corral, out, err)
     collect_cli.register(app)

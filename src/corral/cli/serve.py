@@ -56,6 +56,9 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
         keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
         sampler: Annotated[bool, typer.Option("--sampler/--no-sampler",
                                               help="Run the monitoring sampler in the background.")] = True,
+        balancer: Annotated[bool, typer.Option("--balancer/--no-balancer",
+                                               help="Run the balancer (its mode, in the config or set at run "
+                                                    "time, decides what it does).")] = True,
     ) -> None:
         """The REST API (docs at /api/docs) with the monitoring sampler and live stats, in one process."""
         import uvicorn
@@ -86,7 +89,8 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
         allowed = LOOPBACK_HOSTS | {named} if is_loopback(host) else None
         _log_to_stderr()
         limits = c.settings.api
-        config = uvicorn.Config(create_app(c, sampler=sampler, allowed_hosts=allowed), host=host, port=port,
+        api = create_app(c, sampler=sampler, allowed_hosts=allowed, balancer=balancer)
+        config = uvicorn.Config(api, host=host, port=port,
                                 log_level="warning",
                                 access_log=False, ssl_certfile=str(certfile) if certfile else None,
                                 ssl_keyfile=str(keyfile) if keyfile else None, lifespan="on",

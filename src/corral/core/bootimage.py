@@ -12,6 +12,13 @@ the function's answer); nothing else escapes.
 Kernel command-line contract (:func:`load_cmdline`)::
 
     <base_cmdline> corral.name=NAME corral.cpu=PCT corral.disk=KBPS corral.net=KBPS
+                   corral.trace=HEX corral.step_ms=MS
+
+``corral.trace`` replays a load trace instead of ``corral.cpu``: two hex digits a step (``00``-``64``,
+the percent of each vCPU kept busy), each step lasting ``corral.step_ms`` milliseconds, from the
+start again at its end. The whole line stays within x86's 2048-byte command line
+(:data:`~corral.core.domxml.MAX_CMDLINE_BYTES`), so a trace has at most
+:data:`~corral.core.spec.MAX_TRACE_STEPS` steps.
 
 When the guest is up it prints one line on the serial console (ttyS0)::
 
@@ -25,11 +32,11 @@ import lzma
 import re
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from corral.core.domxml import tiny_cmdline
+from corral.core.domxml import decode_trace, encode_trace, parse_tiny_cmdline, tiny_cmdline
 from corral.core.errors import InvalidInput
-from corral.core.spec import LoadSpec
+from corral.core.spec import TRACE_STEP_MS, LoadSpec
 
 __all__ = [
     "BASE_CMDLINE",
@@ -39,8 +46,10 @@ __all__ = [
     "READY_RE",
     "Cpio",
     "Decompressor",
+    "decode_trace",
     "decompress",
     "decompress_module",
+    "encode_trace",
     "extract_vmlinux",
     "has_pvh_note",
     "is_static_elf",
@@ -49,6 +58,7 @@ __all__ = [
     "module_depends",
     "module_name",
     "parse_ready_line",
+    "parse_tiny_cmdline",
 ]
 
 #: A decompressor for a format the standard library lacks (zstd): compressed bytes in, the
@@ -69,12 +79,14 @@ MAX_LOAD_RATE = 10 * 1024 * 1024  # KiB/s, same bound as corral-load.c
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
-def load_cmdline(base_cmdline: str, name: str, cpu_pct: int = 0, disk_kbps: int = 0, net_kbps: int = 0) -> str:
+def load_cmdline(base_cmdline: str, name: str, cpu_pct: int = 0, disk_kbps: int = 0, net_kbps: int = 0,
+                 trace: Sequence[int] = (), step_ms: int = TRACE_STEP_MS) -> str:
     """Full kernel command line for a tiny guest called *name* running the given load.
 
     ``cpu_pct`` is 0..100 % of every vCPU, ``disk_kbps`` KiB/s of raw I/O on
     /dev/vda (reads and writes together), ``net_kbps`` KiB/s of UDP payload sent
-    to 10.0.2.2:9.  0 turns a load off.  Raises ``InvalidInput`` on bad input.
+    to 10.0.2.2:9.  0 turns a load off.  ``trace`` (whole percents, one per step of
+    ``step_ms``) replaces ``cpu_pct``.  Raises ``InvalidInput`` on bad input.
     """
     if not isinstance(name, str) or not _HOSTNAME_RE.match(name):
         raise InvalidInput(f"bad guest name {name!r}: use letters, digits and '-' (at most 63)")
@@ -86,7 +98,7 @@ def load_cmdline(base_cmdline: str, name: str, cpu_pct: int = 0, disk_kbps: int 
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
             raise InvalidInput(f"{what} must be an integer in 0..{top}, got {value!r}")
     # One formatter of the contract: the same one that writes guests' domain XML.
-    return tiny_cmdline(base_cmdline, name, LoadSpec(cpu_pct, disk_kbps, net_kbps))
+    return tiny_cmdline(base_cmdline, name, LoadSpec(cpu_pct, disk_kbps, net_kbps, tuple(trace), step_ms))
 
 
 def parse_ready_line(text: str) -> tuple[str, str | None] | None:

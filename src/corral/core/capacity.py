@@ -10,8 +10,9 @@ The admission guard's capacities, each configurable:
 - vCPUs: at most `cores x vcpu_overcommit` vCPUs of running guests;
 - memory: guests' memory within `(total - reserve) x memory_overcommit` (1.0: no overcommit);
 - utilization: the expected CPU demand of running guests within `cap x cores`. A guest's
-  expected demand is its declared load (vCPUs x load %) or, when it declares none,
-  vCPUs x `assumed_guest_utilization`.
+  expected demand is its declared load (vCPUs x load %; a load trace declares its mean, since this
+  is expected average use and the balancer forecasts peaks from measured history) or, when it
+  declares none, vCPUs x `assumed_guest_utilization`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from corral.core.spec import LoadSpec
+from corral.core.errors import InvalidInput
+from corral.core.spec import MAX_TRACE_STEPS, TRACE_STEP_MS, LoadSpec
 
 CORRAL_NS = "https://corral.dev/xmlns/guest/1"
 ET.register_namespace("corral", CORRAL_NS)
@@ -50,13 +51,36 @@ INT: Codec[int] = Codec(int, str)
 NUMBER: Codec[float] = Codec(float, lambda v: f"{v:g}")
 
 
+def _read_percents(text: str) -> tuple[int, ...]:
+    steps = tuple(int(part) for part in text.split(","))
+    if not 0 < len(steps) <= MAX_TRACE_STEPS or not all(0 <= pct <= 100 for pct in steps):
+        raise ValueError(f"not a load trace: {text[:40]!r}")
+    return steps
+
+
+def _read_ms(seconds: str) -> int:
+    ms = round(float(seconds) * 1000)  # ValueError for text that is not a number (or is NaN)
+    if not 0 < ms <= 10**9:
+        raise ValueError(f"not a step: {seconds!r}")
+    return ms
+
+
+#: A load trace's CPU percents, comma-separated ("10,80,10"): made to be read (the kernel command line
+#: has its own, compact, spelling: `encode_trace`).
+PERCENTS: Codec[tuple[int, ...]] = Codec(_read_percents, lambda steps: ",".join(map(str, steps)))
+#: Milliseconds, written as seconds ("5", "0.083").
+SECONDS_MS: Codec[int] = Codec(_read_ms, lambda ms: f"{ms / 1000:g}")
+
+
 @dataclass(frozen=True)
 class Attr:
-    """One attribute of a metadata element that holds one field (`key`) of a structured value."""
+    """One attribute of a metadata element that holds one field (`key`) of a structured value; with
+    `when`, written only when `when(value)` (absent, the field reads as the default's)."""
 
     name: str
     key: str
     codec: Codec[Any]
+    when: Callable[[Any], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,13 +151,19 @@ class MetaField:
             if text is not None:
                 with contextlib.suppress(ValueError):  # unreadable: the default's value
                     values[attr.key] = attr.codec.read(text)
-        return replace(default, **values)
+        try:
+            return replace(default, **values)
+        except (ValueError, InvalidInput):  # each readable, together not a value (edited by hand): the default
+            return default
 
     def fill(self, el: ET.Element, value: Any) -> None:
         if self.codec is not None:
             el.text = self.codec.write(value)
         for attr in self.attrs:
-            el.set(attr.name, attr.codec.write(getattr(value, attr.key)))
+            if attr.when is None or attr.when(value):
+                el.set(attr.name, attr.codec.write(getattr(value, attr.key)))
+            else:
+                el.attrib.pop(attr.name, None)
 
     def items(self, value: Any) -> list[Any]:
         if self.many:
@@ -150,6 +180,10 @@ def spelled(tag: str, codec: Codec[Any] | None = None, *, attrs: tuple[Attr, ...
 _SPELLING = "corral-xml"
 
 
+def _has_trace(load: LoadSpec) -> bool:
+    return bool(load.trace)
+
+
 @dataclass(frozen=True)
 class CorralMeta:
     """Corral's own facts about a guest, kept in its domain XML; each field declares its element."""
@@ -157,10 +191,14 @@ class CorralMeta:
     image: str = field(default="", metadata=spelled("image", TEXT))
     readiness: str = field(default="agent", metadata=spelled("readiness", TEXT))
     load: LoadSpec = field(default=LoadSpec(), metadata=spelled("load", attrs=(
-        Attr("cpu", "cpu_pct", NUMBER), Attr("disk", "disk_kbps", INT), Attr("net", "net_kbps", INT))))
+        Attr("cpu", "cpu_pct", NUMBER), Attr("disk", "disk_kbps", INT), Attr("net", "net_kbps", INT),
+        Attr("trace", "trace", PERCENTS, _has_trace), Attr("step", "step_ms", SECONDS_MS, _has_trace))))
     console_log: Path | None = field(default=None, metadata=spelled("console-log", PATH, on_clone=clones_console_log))
     owned_files: tuple[Path, ...] = field(default=(), metadata=spelled("owned-file", PATH, many=True,
                                                                        on_clone=moved_files))
+    # Where its own files are: "files" in Corral's data folder (a host that shares it), or "pool": volumes
+    # of the corral storage pool on its host, reached only through libvirt's storage API.
+    storage: str = field(default="files", metadata=spelled("storage", TEXT))
 
 
 #: The declaration, in the order the elements are written: (CorralMeta field, spelling, default).
@@ -224,7 +262,7 @@ def plan_meta(plan: DomainPlan) -> CorralMeta:
     """The metadata a new guest's XML records."""
     owned = tuple(d.path for d in plan.disks if d.owned) + tuple(plan.extra_owned_files)
     return CorralMeta(image=plan.image, readiness=plan.readiness, load=plan.load, console_log=plan.console_log,
-                      owned_files=owned)
+                      owned_files=owned, storage=plan.storage)
 
 
 @dataclass(frozen=True)
@@ -259,6 +297,7 @@ class DomainPlan:
     # How `--wait` knows the guest is up: "serial", the tiny image's readiness line; "agent", the QEMU
     # guest agent answers; "running", the domain runs (an installer ISO gives no other signal).
     readiness: str = "agent"
+    storage: str = "files"  # files (Corral's data folder) | pool (volumes of the host's corral pool)
     extra_owned_files: tuple[Path, ...] = field(default_factory=tuple)
 
 
@@ -493,8 +532,29 @@ def guest_hostname(name: str) -> str:
     return name.replace(".", "-").replace("_", "-")
 
 
+#: x86's COMMAND_LINE_SIZE is 2048 bytes with the final NUL: the kernel cuts a longer command line short.
+MAX_CMDLINE_BYTES = 2047
+
+
+def encode_trace(steps: tuple[int, ...]) -> str:
+    """A load trace on the kernel command line: two hex digits a step ("0a50" is 10 %, then 80 %)."""
+    return "".join(f"{pct:02x}" for pct in steps)
+
+
+def decode_trace(text: str) -> tuple[int, ...]:
+    """`encode_trace`'s inverse; ValueError for anything else (as corral-load refuses it)."""
+    if not text or len(text) % 2 or len(text) > 2 * MAX_TRACE_STEPS or not set(text) <= set("0123456789abcdef"):
+        raise ValueError(f"not an encoded load trace: {text[:40]!r}")
+    steps = tuple(int(text[i:i + 2], 16) for i in range(0, len(text), 2))
+    if max(steps) > 100:
+        raise ValueError(f"a load trace step above 100 %: {text[:40]!r}")
+    return steps
+
+
 def tiny_cmdline(base: str, name: str, load: LoadSpec) -> str:
-    """The built-in image's kernel command line: its hostname and the workload it runs at boot."""
+    """The built-in image's kernel command line: its hostname and the workload it runs at boot
+    (`parse_tiny_cmdline` reads it back; the guest's /init and corral-load are its other reader).
+    InvalidInput when it would not fit the kernel's command line."""
     words = [*base.split(), f"corral.name={guest_hostname(name)}"]
     if load.cpu_pct:
         words.append(f"corral.cpu={load.cpu_pct:g}")
@@ -502,7 +562,30 @@ def tiny_cmdline(base: str, name: str, load: LoadSpec) -> str:
         words.append(f"corral.disk={load.disk_kbps}")
     if load.net_kbps:
         words.append(f"corral.net={load.net_kbps}")
-    return " ".join(words)
+    if load.trace:
+        words += [f"corral.trace={encode_trace(load.trace)}", f"corral.step_ms={load.step_ms}"]
+    line = " ".join(words)
+    if len(line.encode()) > MAX_CMDLINE_BYTES:
+        raise InvalidInput(f"the guest's kernel command line would be {len(line.encode())} bytes, more than the "
+                           f"{MAX_CMDLINE_BYTES} the kernel keeps: use a shorter load trace")
+    return line
+
+
+def parse_tiny_cmdline(cmdline: str) -> tuple[str | None, LoadSpec]:
+    """The hostname and the load a tiny guest's kernel command line gives it (what /init reads); words
+    that are not Corral's are ignored. ValueError for a Corral word it cannot read."""
+    found: dict[str, str] = {}
+    for word in cmdline.split():
+        key, sep, value = word.partition("=")
+        if sep and key.startswith("corral."):
+            found[key.removeprefix("corral.")] = value
+    trace = decode_trace(found["trace"]) if "trace" in found else ()
+    try:
+        load = LoadSpec(float(found.get("cpu", 0)), int(found.get("disk", 0)), int(found.get("net", 0)), trace,
+                        int(found["step_ms"]) if trace and "step_ms" in found else TRACE_STEP_MS)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+    return found.get("name"), load
 
 
 def build_network_xml(name: str, bridge: str, cidr: str, mode: str) -> str:
@@ -523,4 +606,80 @@ def build_network_xml(name: str, bridge: str, cidr: str, mode: str) -> str:
     ip = ET.SubElement(root, "ip", address=str(gateway), netmask=str(network.netmask))
     dhcp = ET.SubElement(ip, "dhcp")
     ET.SubElement(dhcp, "range", start=str(first + 8 if network.num_addresses > 32 else first), end=str(last))
+    return ET.tostring(root, encoding="unicode")
+
+
+def build_pool_xml(name: str, path: str) -> str:
+    """A directory storage pool: where Corral keeps images and guests' disks on a host that does not
+    share its data folder."""
+    pool = ET.Element("pool", type="dir")
+    ET.SubElement(pool, "name").text = name
+    target = ET.SubElement(pool, "target")
+    ET.SubElement(target, "path").text = path
+    return ET.tostring(pool, encoding="unicode")
+
+
+def build_volume_xml(name: str, capacity_bytes: int, fmt: str, *, backing: tuple[str, str] | None = None,
+                     owner: tuple[int, int] | None = None, mode: str = "0600") -> str:
+    """A volume of a pool: `fmt` qcow2 or raw, an overlay when `backing` (path, format) is given, owned by
+    QEMU's user when `owner` is given (the files Corral makes for a guest are QEMU's to use)."""
+    vol = ET.Element("volume", type="file")
+    ET.SubElement(vol, "name").text = name
+    ET.SubElement(vol, "capacity", unit="bytes").text = str(int(capacity_bytes))
+    target = ET.SubElement(vol, "target")
+    ET.SubElement(target, "format", type=fmt)
+    permissions = ET.SubElement(target, "permissions")
+    ET.SubElement(permissions, "mode").text = mode
+    if owner is not None:
+        ET.SubElement(permissions, "owner").text = str(owner[0])
+        ET.SubElement(permissions, "group").text = str(owner[1])
+    if backing is not None:
+        store = ET.SubElement(vol, "backingStore")
+        ET.SubElement(store, "path").text = backing[0]
+        ET.SubElement(store, "format", type=backing[1])
+    return ET.tostring(vol, encoding="unicode")
+
+
+def relocate_domain_xml(xml: str, paths: dict[Path, Path], *, drop_backing: set[Path] | None = None,
+                        console_log: Path | None = None) -> str:
+    """A domain's XML with its files at other paths (a guest copied to another host's storage): disk
+    sources, kernel and initrd, the console log and Corral's metadata follow `paths`; disks in
+    `drop_backing` were copied whole (their backing chain flattened) and lose their backingStore."""
+    root = ET.fromstring(xml)
+    for disk in root.iterfind("devices/disk"):
+        source = disk.find("source")
+        if source is None or not source.get("file"):
+            continue
+        old = Path(source.get("file", ""))
+        if old in paths:
+            source.set("file", str(paths[old]))
+        if drop_backing and old in drop_backing:
+            for store in disk.findall("backingStore"):
+                disk.remove(store)
+    for tag in ("os/kernel", "os/initrd"):
+        el = root.find(tag)
+        if el is not None and el.text and Path(el.text) in paths:
+            el.text = str(paths[Path(el.text)])
+    if console_log is not None:
+        for log in root.iterfind("devices/serial/log"):
+            log.set("file", str(console_log))
+    meta = root.find(f"metadata/{{{CORRAL_NS}}}guest")
+    if meta is not None:
+        for el in meta:
+            if el.text and Path(el.text) in paths:
+                el.text = str(paths[Path(el.text)])
+            if console_log is not None and el.tag == f"{{{CORRAL_NS}}}console-log":
+                el.text = str(console_log)
+    return ET.tostring(root, encoding="unicode")
+
+
+def set_meta_storage(xml: str, storage: str) -> str:
+    """A Corral guest's XML with its metadata saying where its files now are (files | pool)."""
+    root = ET.fromstring(xml)
+    meta = root.find(f"metadata/{{{CORRAL_NS}}}guest")
+    if meta is not None:
+        el = meta.find(f"{{{CORRAL_NS}}}storage")
+        if el is None:
+            el = ET.SubElement(meta, f"{{{CORRAL_NS}}}storage")
+        el.text = storage
     return ET.tostring(root, encoding="unicode")

@@ -63,6 +63,14 @@ class HostSpec:
             check_name(self.network, "network name")
 
     @property
+    def reachable_by_peers(self) -> bool:
+        """Whether other hosts' libvirt can reach this one by its URI (what a peer-to-peer migration into
+        it needs): a URI with a host name, or an explicit socket; not the default local socket, which on
+        another host (or in a lab host's namespace) is that host's own."""
+        parts = urlsplit(self.uri)
+        return bool(parts.hostname) or "socket" in parse_qs(parts.query)
+
+    @property
     def on_this_machine(self) -> bool:
         """Reached without a network: its QEMU runs on the machine Corral runs on (the KVM probe and
         psutil describe it)."""
@@ -99,12 +107,23 @@ def uri_is_local(uri: str) -> bool:
 
 
 @dataclass(frozen=True)
+class HostSize:
+    """A host's size as its libvirt last told it: what the balancer counts on for a host in standby,
+    which cannot be asked."""
+
+    cores: int
+    mhz: float
+    memory_mib: int
+
+
+@dataclass(frozen=True)
 class HostRecord:
     """A registered host and the states an administrator sets on it."""
 
     spec: HostSpec
     maintenance: bool = False  # no new guests, evacuated; the balancer leaves it alone
     standby: bool = False  # powered down by Corral to save energy; woken when needed
+    size: HostSize | None = None  # as last seen up
 
 
 HOST_STATES = ("up", "unreachable", "maintenance", "standby")

@@ -9,8 +9,8 @@ reasons kept for the user rather than only in a debug log.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from corral.core.capacity import Demand, HostState, place
 from corral.core.errors import InvalidInput
@@ -27,6 +27,7 @@ class Candidate:
     capacity: HostState | None = None  # None when it could not be read
     has_image: bool = True
     why_no_image: str = ""
+    reachable_by_peers: bool = True  # other hosts can migrate guests into it
 
 
 Filter = Callable[[Candidate, Demand], str | None]
@@ -56,13 +57,20 @@ def _image(host: Candidate, _guest: Demand) -> str | None:
     return None if host.has_image else (host.why_no_image or "the guest's image cannot be had there")
 
 
+def _peers_reach(host: Candidate, _guest: Demand) -> str | None:
+    return None if host.reachable_by_peers else "other hosts cannot reach it by its URI (no host name in it)"
+
+
 FILTERS: dict[str, Filter] = {
     "reachable": _reachable,
     "not-in-maintenance": _not_in_maintenance,
     "not-in-standby": _not_in_standby,
     "admission": _admission,
     "image": _image,
+    "reachable-by-peers": _peers_reach,
 }
+NEW_GUEST_FILTERS = ("reachable", "not-in-maintenance", "not-in-standby", "admission", "image")
+MIGRATION_FILTERS = (*NEW_GUEST_FILTERS, "reachable-by-peers")
 
 
 def _load_after(host: Candidate, guest: Demand, resource: str = "cpu") -> float:
@@ -113,7 +121,7 @@ def check_weigher(name: str) -> str:
 
 
 def choose(candidates: Sequence[Candidate], guest: Demand, weigher: str = DEFAULT_WEIGHER,
-           filters: Sequence[str] = tuple(FILTERS)) -> Placement:
+           filters: Sequence[str] = NEW_GUEST_FILTERS) -> Placement:
     """Run the filters in order on every candidate (the first that removes a host gives its reason),
     then weigh those left; the best weight wins, ties to the first registered host."""
     weigh = WEIGHERS[check_weigher(weigher)]
@@ -129,3 +137,37 @@ def choose(candidates: Sequence[Candidate], guest: Demand, weigher: str = DEFAUL
             weights[host.name] = weigh(host, guest)
     chosen = max(weights, key=lambda h: (weights[h], -list(weights).index(h))) if weights else None
     return Placement(chosen, removed, weights, weigher)
+
+
+@dataclass(frozen=True)
+class MovePlan:
+    """Where each of several guests goes (an evacuation), decided together before anything moves."""
+
+    moves: Mapping[str, str]  # guest -> host
+    unplaced: Mapping[str, str]  # guest -> why no host can take it
+
+
+def plan_moves(candidates: Sequence[Candidate], guests: Sequence[Demand], weigher: str = "spread",
+               eligible: Mapping[str, Collection[str]] | None = None) -> MovePlan:
+    """Place guests one after the other, biggest first, each on the candidates as the earlier ones left
+    them (a host's capacity is updated after every guest placed on it), so that together they never
+    overload a host and are spread by placement rather than piled onto one. `eligible` limits a guest
+    to some hosts (a shut-off guest cannot reach a host that does not share its storage)."""
+    hosts = {c.name: c for c in candidates}
+    order = sorted(guests, key=lambda g: (-g.needs.get("memory", 0.0), -g.needs.get("cpu", 0.0), g.name))
+    moves: dict[str, str] = {}
+    unplaced: dict[str, str] = {}
+    for guest in order:
+        allowed = None if eligible is None else eligible.get(guest.name)
+        pool = [h for h in hosts.values() if allowed is None or h.name in allowed]
+        placement = choose(pool, guest, weigher, MIGRATION_FILTERS)
+        if placement.chosen is None:
+            unplaced[guest.name] = "; ".join(f"{h}: {why}" for h, (_f, why) in placement.removed.items()) or "no hosts"
+            continue
+        chosen = hosts[placement.chosen]
+        assert chosen.capacity is not None  # it passed the admission filter
+        after = place(chosen.capacity, guest)
+        assert isinstance(after, HostState)
+        hosts[chosen.name] = replace(chosen, capacity=after)
+        moves[guest.name] = chosen.name
+    return MovePlan(moves, unplaced)

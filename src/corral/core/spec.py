@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,25 +18,92 @@ MIN_DISK_GIB = 0.01  # about 10 MiB: anything smaller is a typo, not a disk
 MAX_DISK_GIB = 16 * 1024
 
 
+#: A load trace's step as recorded (PlanetLab: one CPU percent every 5 minutes), replayed at speed 1.
+TRACE_STEP_MS = 300_000
+#: `--speed` replays a trace this many times faster at most (a 5-minute step in 83 ms).
+MAX_SPEED = 3600
+MIN_TRACE_STEP_MS = round(TRACE_STEP_MS / MAX_SPEED)
+#: Steps a trace may have: three days of 5-minute steps. The guest gets the trace on its kernel command
+#: line, two characters a step, and x86's holds 2048 bytes (domxml.MAX_CMDLINE_BYTES): this many steps fit
+#: beside the longest name and rates, with room to spare for the image's own words.
+MAX_TRACE_STEPS = 864
+
+
 @dataclass(frozen=True)
 class LoadSpec:
-    """A synthetic workload the built-in image runs, so a guest can stand in for a measured server."""
+    """A synthetic workload the built-in image runs, so a guest can stand in for a measured server.
+
+    With a `trace` (one CPU percent per step, the PlanetLab layout) the CPU load follows it, one step
+    every `step_ms` and from the start again at its end, instead of the fixed `cpu_pct`."""
 
     cpu_pct: float = 0.0  # percent of each vCPU kept busy
     disk_kbps: int = 0  # KiB/s read+written on the guest's disk
     net_kbps: int = 0  # KiB/s sent from the guest's NIC
+    trace: tuple[int, ...] = ()  # percent of each vCPU kept busy, step by step (replaces cpu_pct)
+    step_ms: int = TRACE_STEP_MS  # how long each step of the trace lasts in the guest
+
+    def __post_init__(self) -> None:
+        if not self.trace:  # no trace, no step: equal loads compare equal
+            object.__setattr__(self, "step_ms", TRACE_STEP_MS)
+            return
+        if not isinstance(self.trace, tuple):
+            raise InvalidInput(f"a load trace is a tuple of percents, not {type(self.trace).__name__}")
+        if len(self.trace) > MAX_TRACE_STEPS:
+            raise InvalidInput(f"a load trace has at most {MAX_TRACE_STEPS} steps (three days of 5-minute "
+                               "steps: the guest gets it on its kernel command line)")
+        for pct in self.trace:
+            if isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100:
+                raise InvalidInput(f"a load trace's step {pct!r} must be a whole percent between 0 and 100")
+        if self.cpu_pct:
+            raise InvalidInput("a load trace replaces cpu=: give the trace or cpu=, not both")
+        if (isinstance(self.step_ms, bool) or not isinstance(self.step_ms, int)
+                or not MIN_TRACE_STEP_MS <= self.step_ms <= TRACE_STEP_MS):
+            raise InvalidInput(f"a load trace's step of {self.step_ms!r} ms must be between {MIN_TRACE_STEP_MS} "
+                               f"and {TRACE_STEP_MS} ms (--speed 1 to {MAX_SPEED})")
+
+    @classmethod
+    def from_trace(cls, percents: Sequence[float], speed: float = 1, *, disk_kbps: int = 0,
+                   net_kbps: int = 0) -> LoadSpec:
+        """A load replaying `percents` (CPU percent of each vCPU, one per 5-minute step, rounded to
+        whole percents) `speed` times faster."""
+        if isinstance(speed, bool) or not isinstance(speed, int | float) or not 1 <= speed <= MAX_SPEED:
+            raise InvalidInput(f"speed={speed!r} must be between 1 and {MAX_SPEED} (times faster than the trace)")
+        if not percents:
+            raise InvalidInput("a load trace needs at least one step")
+        if len(percents) > MAX_TRACE_STEPS:
+            raise InvalidInput(f"the load trace has {len(percents):,} steps; at most {MAX_TRACE_STEPS} fit on "
+                               "the guest's kernel command line (three days of 5-minute steps)")
+        steps = []
+        for at, value in enumerate(percents, 1):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+                raise InvalidInput(f"load trace step {at}: {value!r} is not a CPU percent between 0 and 100")
+            steps.append(int(value + 0.5))  # half up (round() would make 12.5 and 13.5 both even)
+        return cls(0.0, disk_kbps, net_kbps, tuple(steps), round(TRACE_STEP_MS / speed))
+
+    @property
+    def speed(self) -> float:
+        """How many times faster than recorded (5-minute steps) the trace is replayed."""
+        return TRACE_STEP_MS / self.step_ms
 
     @property
     def is_idle(self) -> bool:
-        return self.cpu_pct == 0 and self.disk_kbps == 0 and self.net_kbps == 0
+        return self.cpu_pct == 0 and self.disk_kbps == 0 and self.net_kbps == 0 and not self.trace
 
     @property
     def declared_cpu_pct(self) -> float | None:
-        """The CPU load this guest declares, or None: the capacity model then assumes one."""
+        """The CPU load this guest declares, or None: the capacity model then assumes one. A trace
+        declares its mean: the admission guard counts expected average use, as for cpu=; its peaks are
+        the balancer's business, which forecasts each guest from its measured history."""
+        if self.trace:
+            return sum(self.trace) / len(self.trace)
         return self.cpu_pct if self.cpu_pct > 0 else None
 
     def as_text(self) -> str:
-        return f"cpu={self.cpu_pct:g},disk={self.disk_kbps},net={self.net_kbps}"
+        if not self.trace:
+            return f"cpu={self.cpu_pct:g},disk={self.disk_kbps},net={self.net_kbps}"
+        mean = sum(self.trace) / len(self.trace)
+        return (f"trace={len(self.trace)}x{self.step_ms / 1000:g}s (mean {mean:.3g}, peak {max(self.trace)}),"
+                f"disk={self.disk_kbps},net={self.net_kbps}")
 
 
 def parse_load(text: str) -> LoadSpec:
@@ -102,11 +169,19 @@ class GuestSpec:
             raise InvalidInput(f"disk={self.disk_gib:g} GiB must be between {MIN_DISK_GIB:g} and {MAX_DISK_GIB}")
 
 
-_SPEC_FIELDS = {"name", "image", "vcpus", "memory", "disk", "iso", "load"}
+_SPEC_FIELDS = {"name", "image", "vcpus", "memory", "disk", "iso", "load", "load_trace", "speed"}
+
+#: Reads a load trace file (the PlanetLab layout: one CPU percent per line) into its values, or raises
+#: InvalidInput with one line saying what is wrong; the shell's is `corral.adapters.traces.read_load_trace`.
+TraceReader = Callable[[Path], Sequence[float]]
 
 
-def spec_from_mapping(data: Mapping[str, Any], *, base_dir: Path | None = None) -> GuestSpec:
-    """Build a spec from the fields of a TOML file (or a JSON body): the same names as the CLI options."""
+def spec_from_mapping(data: Mapping[str, Any], *, base_dir: Path | None = None,
+                      read_trace: TraceReader | None = None) -> GuestSpec:
+    """Build a spec from the fields of a TOML file (or a JSON body): the same names as the CLI options.
+
+    `load_trace` is a list of CPU percents, or the path of a trace file when `read_trace` can read one
+    (the CLI and spec files; the REST API takes the list only)."""
     unknown = set(data) - _SPEC_FIELDS
     if unknown:
         raise InvalidInput(f"unknown spec field(s): {', '.join(sorted(unknown))}")
@@ -120,6 +195,7 @@ def spec_from_mapping(data: Mapping[str, Any], *, base_dir: Path | None = None) 
         load = load_from_mapping(raw_load)
     else:
         raise InvalidInput("spec field 'load' must be a table or a 'cpu=..,disk=..,net=..' string")
+    load = _with_trace(load, data.get("load_trace"), data.get("speed"), base_dir, read_trace)
     iso = data.get("iso")
     iso_path = None
     if iso is not None:
@@ -138,14 +214,40 @@ def spec_from_mapping(data: Mapping[str, Any], *, base_dir: Path | None = None) 
     )
 
 
-def spec_from_toml(text: str, source: str, base_dir: Path | None) -> GuestSpec:
+def _with_trace(load: LoadSpec, raw: Any, speed: Any, base_dir: Path | None,
+                read_trace: TraceReader | None) -> LoadSpec:
+    """`load` replaying the trace `raw` (a list of percents, or a file's path) at `speed`."""
+    if raw is None:
+        if speed is not None:
+            raise InvalidInput("speed goes with a load trace (--load-trace FILE --speed N)")
+        return load
+    if load.cpu_pct:
+        raise InvalidInput("a load trace replaces cpu=: give the trace or cpu=, not both")
+    if isinstance(raw, str):
+        path = check_path(raw, "load trace", base=base_dir)  # relative to the spec file (or the CLI's folder)
+        if read_trace is None:
+            raise InvalidInput("load_trace must be a list of CPU percents here (a file is read by corral create)")
+        values: Sequence[Any] = read_trace(path)
+    elif isinstance(raw, list | tuple):
+        if len(raw) > MAX_TRACE_STEPS:  # before looking at each value
+            raise InvalidInput(f"the load trace has {len(raw):,} steps; at most {MAX_TRACE_STEPS} fit on the "
+                               "guest's kernel command line (three days of 5-minute steps)")
+        values = [_number(v, f"load trace step {at}") for at, v in enumerate(raw, 1)]
+    else:
+        raise InvalidInput("load_trace must be a trace file's path or a list of CPU percents")
+    return LoadSpec.from_trace(values, 1 if speed is None else _number(speed, "speed"),
+                               disk_kbps=load.disk_kbps, net_kbps=load.net_kbps)
+
+
+def spec_from_toml(text: str, source: str, base_dir: Path | None,
+                   read_trace: TraceReader | None = None) -> GuestSpec:
     """A spec from the text of a TOML file (`source` names it in errors; relative paths in it are
     relative to `base_dir`, the file's folder)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"spec file {source!r} is not valid TOML: {exc}") from None
-    return spec_from_mapping(data, base_dir=base_dir)
+    return spec_from_mapping(data, base_dir=base_dir, read_trace=read_trace)
 
 
 def _number(value: Any, what: str, *, integer: bool = False) -> float:

@@ -74,16 +74,25 @@ class ClusterSampler:
     """The samplers of every host, read one after the other each interval (one bulk call per host). A host
     that cannot be read gives no samples that interval, said once in the log; the others go on."""
 
-    def __init__(self, samplers: Sequence[Sampler]) -> None:
-        self.samplers = list(samplers)
+    def __init__(self, samplers: Sequence[Sampler] | Callable[[], Sequence[Sampler]]) -> None:
+        self._source = samplers if callable(samplers) else (lambda fixed=list(samplers): fixed)
         self._failing: set[str] = set()
         self.errors: dict[str, str] = {}
+
+    @property
+    def samplers(self) -> list[Sampler]:
+        """The hosts to sample now (given by a callable: they follow the registry as hosts come and go)."""
+        return list(self._source())
 
     def sample(self, wall_time: float | None = None) -> list[Sample]:
         log = logging.getLogger("corral.sampler")
         stamp = time.time() if wall_time is None else wall_time
         samples: list[Sample] = []
-        for sampler in self.samplers:
+        samplers = self.samplers
+        for gone in self._failing - {s.host for s in samplers}:  # removed, or put in standby: not failing
+            self._failing.discard(gone)
+            self.errors.pop(gone, None)
+        for sampler in samplers:
             try:
                 samples.extend(sampler.sample(stamp))
             except CorralError as exc:
@@ -96,7 +105,7 @@ class ClusterSampler:
                 log.warning("sampling host %s works again", sampler.host)
                 self._failing.discard(sampler.host)
                 self.errors.pop(sampler.host, None)
-        if self.samplers and len(self._failing) == len(self.samplers):
+        if samplers and len(self._failing) == len(samplers):
             raise CorralError("no host could be sampled: " + "; ".join(self.errors.values()))
         return samples
 

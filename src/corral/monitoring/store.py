@@ -360,6 +360,18 @@ class MetricStore:
                 return sorted(rows, key=lambda r: r["time"])
             return _merge_buckets([self._query_rollup(did, float(since), hi, wanted) for did in ids], wanted)
 
+    def host_guest_load(self, host: str, since: float) -> list[tuple[float, float]]:
+        """The sum of the guests' `cpu_host_pct` on `host` at each of its sampler's readings since `since`
+        (raw rows, oldest first): what the guests running there took of the host, wherever they are now."""
+        if not self._keyed_by_host:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.time, sum(r.cpu_host_pct) FROM raw AS r JOIN domains AS d ON d.id = r.domain_id"
+                " WHERE d.host = ? AND d.name != ? AND r.time >= ? AND r.cpu_host_pct IS NOT NULL"
+                " GROUP BY r.time ORDER BY r.time", (host, HOST_DOMAIN, float(since))).fetchall()
+        return [(float(t), float(v)) for t, v in rows]
+
     def _pick_resolution(self, ids: list[int], since: float, until: float) -> Resolution:
         if until == math.inf:
             marks = ", ".join("?" * len(ids))

@@ -4,8 +4,8 @@ Services never import it; they are handed what they need."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from corral.adapters.hoststore import HostStore
 from corral.adapters.libvirt_host import LibvirtHost
@@ -16,7 +16,9 @@ from corral.services.images import ImageService
 from corral.services.registry import HostRegistry
 
 if TYPE_CHECKING:
+    from corral.services.balancer import BalancerService
     from corral.services.demo import DemoService
+    from corral.services.migration import MigrationService
     from corral.services.monitoring import MonitoringService
     from corral.services.plans import PlanService
 
@@ -48,10 +50,29 @@ class Corral:
         return PlanService(self.settings)
 
     @functools.cached_property
+    def migration(self) -> MigrationService:
+        from corral.services.migration import MigrationService
+
+        return MigrationService(self.settings, self.hosts, self.guests)
+
+    @functools.cached_property
+    def balancer(self) -> BalancerService:
+        from corral.services.balancer import BalancerService
+
+        return BalancerService(self.settings, self.hosts, self.guests, self.host, self.migration, self.monitoring)
+
+    @functools.cached_property
     def demo(self) -> DemoService:
         from corral.services.demo import DemoService
 
-        return DemoService(self.settings, self.hosts, self.guests, self.images, self.plans)
+        return DemoService(self.settings, self.hosts, self.guests, self.images, self.plans, self.monitoring)
+
+    def balancer_for(self, **changes: Any) -> BalancerService:
+        """A balancer with some of its settings changed (the demo's shortened rounds)."""
+        from corral.services.balancer import BalancerService
+
+        settings = replace(self.settings, balancer=replace(self.settings.balancer, **changes))
+        return BalancerService(settings, self.hosts, self.guests, self.host, self.migration, self.monitoring)
 
     def close(self) -> None:
         self.hosts.close()

@@ -26,7 +26,6 @@ from corral.config import Settings
 from corral.core.capacity import MIB, admission_state, admission_violations, footprint
 from corral.core.domxml import (
     CorralMeta,
-    DiskPlan,
     DomainPlan,
     build_domain_xml,
     clone_domain_xml,
@@ -51,15 +50,13 @@ from corral.monitoring.metrics import HOST_DOMAIN
 from corral.services.host import HostService
 from corral.services.images import ImageRecord, ImageService, require_self_contained
 from corral.services.registry import Host, HostRegistry
+from corral.services.storage import GuestFiles, GuestStorage, give_to_qemu, pool_volume
 
 if TYPE_CHECKING:
     from corral.adapters.console import SerialConsole
     from corral.monitoring.rates import Counters
 
-GIB = 1024**3
 READY_MARKER = b"CORRAL-READY"
-DEFAULT_TINY_DISK_GIB = 1.0
-DEFAULT_ISO_DISK_GIB = 10.0
 CREATE_MARKER = ".creating"  # in a guest's folder while a create runs, and after one that could not be undone
 ADMISSION_WAIT_S = 20.0  # a start waits this long for the admission lock, then fails (503) instead of hanging
 RESUME_SETTLE_S = 0.5
@@ -134,6 +131,7 @@ class GuestService:
         self.hosts = hosts
         self.images = images
         self.host = host
+        self.storage = GuestStorage(settings)
         # Per host, the admission check and the start happen under one lock, so two starts cannot both
         # pass the check.
         self._admission: dict[str, HostLock] = {}
@@ -142,7 +140,7 @@ class GuestService:
         """The libvirt of the host that has the guest `name` (NotFound when none has it)."""
         return self.hosts.locate(name).libvirt
 
-    def _admission_lock(self, host: str) -> HostLock:
+    def admission_lock(self, host: str) -> HostLock:
         if host not in self._admission:
             path = self.settings.data_dir / "locks" / f"admission-{host}.lock"
             self._admission[host] = HostLock(path, f"admission lock of host {host}")
@@ -215,9 +213,11 @@ class GuestService:
         (what `create --host auto --explain` prints)."""
         image = image or self.images.get(spec.image)
         guest = footprint(spec.name, spec.vcpus, spec.memory_mib, spec.load.declared_cpu_pct, self.settings.limits)
-        return choose([self._candidate(h, image) for h in self.hosts], guest.demand, weigher)
+        return choose([self.candidate(h, image) for h in self.hosts], guest.demand, weigher)
 
-    def _candidate(self, target: Host, image: ImageRecord) -> Candidate:
+    def candidate(self, target: Host, image: ImageRecord | None = None) -> Candidate:
+        """A host as placement sees it: reachable, states, its admission capacity beside its running
+        guests, and whether the image (or, with none, a guest's files) can be had there."""
         if target.standby:  # off: not asked
             return Candidate(target.name, reachable=True, maintenance=target.maintenance, standby=True)
         try:
@@ -226,16 +226,16 @@ class GuestService:
         except CorralError:
             return Candidate(target.name, reachable=False, maintenance=target.maintenance)
         available, why = self._image_on(target, image)
-        return Candidate(target.name, True, target.maintenance, False, capacity, available, why)
+        return Candidate(target.name, True, target.maintenance, False, capacity, available, why,
+                         target.spec.reachable_by_peers)
 
     @staticmethod
-    def _image_on(target: Host, image: ImageRecord) -> tuple[bool, str]:
-        """Can a guest of this image be made on that host? Its disks and the image live in Corral's data
-        folder: a host must see it (storage shared)."""
-        if target.spec.storage == "shared":
-            return True, ""
-        return False, (f"image {image.name} lives in Corral's data folder, which {target.name} does not share "
-                       f"(registered with storage copy)")
+    def _image_on(target: Host, image: ImageRecord | None) -> tuple[bool, str]:
+        """Can a guest of this image be had on that host? A host that shares Corral's data folder finds
+        it there; one that does not gets it uploaded into its storage pool."""
+        if image is not None and image.kind not in ("kernel", "disk", "iso"):
+            return False, f"image {image.name} is of an unknown kind"
+        return True, ""
 
     # --- create ------------------------------------------------------------------------
     def create(self, spec: GuestSpec, *, start: bool = False, wait: bool = False,
@@ -255,9 +255,10 @@ class GuestService:
         accel = self.host.accelerator(target.name)
         claim = self._claim_folder(spec.name, guest_dir)
         uuid = str(uuid_module.uuid4())
+        files: GuestFiles | None = None
         try:
             say("making disks")
-            disks = self._make_disks(lv, spec, image, iso, guest_dir)
+            files = self.storage.make(target, spec.name, image, iso, spec.disk_gib, guest_dir, say)
             plan = DomainPlan(
                 name=spec.name,
                 uuid=uuid,
@@ -267,20 +268,21 @@ class GuestService:
                 memory_mib=spec.memory_mib,
                 image=spec.image,
                 load=spec.load,
-                disks=tuple(disks),
-                console_log=guest_dir / "console.log",
-                kernel=Path(image.kernel) if image.kernel else None,
-                initrd=Path(image.initrd) if image.initrd else None,
+                disks=tuple(files.disks),
+                console_log=files.console_log,
+                kernel=files.kernel,
+                initrd=files.initrd,
                 cmdline=tiny_cmdline(image.cmdline or "", spec.name, spec.load) if image.kind == "kernel" else None,
                 readiness=_readiness(image.kind, iso is not None),
                 network=self.host.network(target.name)[0],
+                storage=files.storage,
             )
             say("defining the domain")
             lv.define(build_domain_xml(plan))
             if start:
                 self._start(target, spec.name, progress, still_wanted)
         except BaseException as exc:
-            self._undo_create(lv, spec.name, uuid, guest_dir, claim, exc)
+            self._undo_create(lv, spec.name, uuid, guest_dir, claim, exc, files.made_volumes if files else [])
             raise
         claim.release(remove=True)  # whole: defined, and running if asked
         if start and wait:
@@ -312,7 +314,7 @@ class GuestService:
             raise BackendError(f"cannot write the create marker in {guest_dir}: {exc.strerror}") from None
 
     def _undo_create(self, lv: LibvirtHost, name: str, uuid: str, guest_dir: Path, claim: Claim,
-                     cause: BaseException) -> None:
+                     cause: BaseException, volumes: list[str] | None = None) -> None:
         """Undo a failed create, domain first: disks are removed only once libvirt says no domain of this
         create exists, so a defined domain never loses its disks. If libvirt cannot say, everything stays
         (with the marker) and the error says how to clear it."""
@@ -332,41 +334,11 @@ class GuestService:
                      f"were left; clear them with: corral delete {name}"
             _add_note(cause, detail)
             return
+        self.storage.remove_volumes(lv, volumes or [])
         shutil.rmtree(guest_dir, ignore_errors=True)
         claim.release(remove=False)  # its file went with the folder
         if kept_log is not None:
             _add_note(cause, f"its console log is kept at {kept_log}")
-
-    def _make_disks(self, lv: LibvirtHost, spec: GuestSpec, image: ImageRecord, iso: Path | None,
-                    guest_dir: Path) -> list[DiskPlan]:
-        disks: list[DiskPlan] = []
-        disk0 = guest_dir / "disk0.qcow2"
-        base = Path(image.path) if image.path else None
-        if image.kind == "disk" and base is not None:
-            base_size = qemu_img.info(base).get("virtual-size", 0)
-            wanted = int(spec.disk_gib * GIB) if spec.disk_gib else None
-            size = max(wanted, int(base_size)) if wanted else None
-            qemu_img.create_overlay(base, image.format or "raw", disk0, size)
-            disks.append(DiskPlan(disk0, "qcow2", backing=base, backing_format=image.format or "raw"))
-        else:
-            default = DEFAULT_TINY_DISK_GIB if image.kind == "kernel" else DEFAULT_ISO_DISK_GIB
-            qemu_img.create_blank(disk0, int((spec.disk_gib or default) * GIB))
-            disks.append(DiskPlan(disk0, "qcow2"))
-        self._give_to_qemu(lv, disk0)
-        if image.kind == "iso" and base is not None:
-            disks.append(DiskPlan(base, "raw", "cdrom", owned=False))
-        if iso is not None:
-            disks.append(DiskPlan(iso, "raw", "cdrom", owned=False))
-        return disks
-
-    @staticmethod
-    def _give_to_qemu(lv: LibvirtHost, path: Path) -> None:
-        """A file Corral made for a guest belongs to the user QEMU runs as (libvirt relabels nothing)."""
-        uid, gid = lv.qemu_identity()
-        try:
-            os.chown(path, uid, gid)
-        except OSError as exc:
-            raise BackendError(f"cannot give {path} to QEMU's user {uid}:{gid}: {exc.strerror}") from None
 
     # --- life cycle ----------------------------------------------------------------------
     def start(self, name: str, *, wait: bool = False, progress: Progress | None = None,
@@ -387,7 +359,7 @@ class GuestService:
                still_wanted: Callable[[], bool] | None) -> int:
         say = progress or (lambda _msg: None)
         lv = target.libvirt
-        with self._admission_lock(target.name).held(ADMISSION_WAIT_S):
+        with self.admission_lock(target.name).held(ADMISSION_WAIT_S):
             if still_wanted is not None and not still_wanted():
                 raise Conflict(f"the request to start {name} was abandoned by its client; nothing was started")
             state = lv.state(name)
@@ -408,6 +380,16 @@ class GuestService:
         facts = parse_domain_xml(xml)
         if facts.meta is None:
             return  # not Corral's: started as its maker defined it
+        if facts.meta.storage == "pool":  # on its host's storage, which Corral made: only volumes of its pool
+            stray = [str(d.path) for d in facts.disks if pool_volume(d.path) is None]
+            stray += [str(p) for p in (facts.kernel, facts.initrd) if p is not None and pool_volume(p) is None]
+            if stray:
+                raise InvalidInput(f"{name} refers to files outside its host's corral pool ({', '.join(stray)}); "
+                                   "refused")
+            updated = harden_domain_xml(xml, {})
+            if updated is not None:
+                lv.define(updated)
+            return
         allowed = self.settings.allowed_image_dirs
         owned = set(self._own_files(name, facts.meta))
         backing: dict[Path, tuple[Path, str]] = {}
@@ -475,7 +457,16 @@ class GuestService:
         facts = parse_domain_xml(lv.xml(name))
         readiness = facts.meta.readiness if facts.meta is not None else "running"
         console_log = self._console_log(name, facts.meta)
-        if readiness == "serial" and console_log is None:
+        if readiness == "serial" and facts.meta is not None and facts.meta.storage == "pool":
+            # Its console log is on its host, out of Corral's reach: watch the console itself.
+            seen = self._ready_on_console(lv, name, began + timeout_s)
+            if seen:
+                return ReadySignal("serial", time.monotonic() - began)
+            if seen is not None:
+                raise GuestTimeout(f"{name} is running but gave no readiness signal ({SIGNALS['serial']}) within "
+                                   f"{timeout_s:g} s; it was left running")
+            readiness = "running"
+        elif readiness == "serial" and console_log is None:
             readiness = "running"
         deadline = began + timeout_s
         while True:
@@ -497,6 +488,25 @@ class GuestService:
         where = f"; its console log is {console_log}" if console_log else ""
         raise GuestTimeout(f"{name} is running but gave no readiness signal ({SIGNALS[readiness]}) within "
                            f"{timeout_s:g} s; it was left running{where}")
+
+    @staticmethod
+    def _ready_on_console(lv: LibvirtHost, name: str, deadline: float) -> bool | None:
+        """Watch the guest's serial console for its readiness line until `deadline`: True when it came,
+        None when the console is another session's (then the running state is all Corral can see)."""
+        try:
+            console = lv.open_console(name)
+        except Conflict:
+            return None
+        with console:
+            seen = b""
+            while time.monotonic() < deadline:
+                seen = (seen + console.read(0.2))[-4096:]
+                if READY_MARKER in seen:
+                    return True
+                if console.closed.is_set() and console.output.empty():
+                    state = lv.state(name)
+                    raise BackendError(f"{name} stopped while booting (it is {state})")
+        return False
 
     def _wait_after_create(self, name: str) -> None:
         try:
@@ -588,6 +598,13 @@ class GuestService:
         meta = facts.meta
         if meta is None:
             return [str(d.path) for d in facts.disks if d.device == "disk"]  # not ours to remove
+        if meta.storage == "pool":  # its files are volumes of its host's corral pool
+            kept = [] if keep_disks else self.storage.delete_pool_files(lv, name, meta.owned_files)
+            if keep_disks:
+                kept = [str(p) for p in meta.owned_files]
+            if guest_dir.is_dir() and not guest_dir.is_symlink():
+                shutil.rmtree(guest_dir, ignore_errors=True)
+            return kept
         own = self._own_files(name, meta)
         kept = [str(p) for p in meta.owned_files if p not in own]  # named elsewhere: never Corral's to delete
         if kept:
@@ -626,6 +643,9 @@ class GuestService:
         facts = parse_domain_xml(xml)
         if facts.meta is None:
             raise Conflict(f"{source} was not made by Corral; clone it with virt-clone")
+        if facts.meta.storage == "pool":
+            raise Conflict(f"{source} lives in its host's storage pool; clones are made on hosts that share "
+                           "Corral's data folder: migrate it to one first (corral migrate --copy-storage)")
         own = self._own_files(source, facts.meta)
         if len(own) != len(facts.meta.owned_files):
             raise InvalidInput(f"{source}'s metadata names files outside its folder; refusing to copy them")
@@ -637,7 +657,7 @@ class GuestService:
             for index, owned in enumerate(own):
                 target = guest_dir / (owned.name if owned.name else f"disk{index}.qcow2")
                 qemu_img.copy_keeping_backing(owned, target)
-                self._give_to_qemu(lv, target)
+                give_to_qemu(lv, target)
                 path_map[owned] = target
             lv.define(clone_domain_xml(xml, new_name, path_map, guest_dir / "console.log", uuid))
         except BaseException as exc:
@@ -670,7 +690,7 @@ class GuestService:
         check_name(snapshot, "snapshot name")
         target = self.hosts.locate(name)
         lv = target.libvirt
-        with self._admission_lock(target.name).held(ADMISSION_WAIT_S):
+        with self.admission_lock(target.name).held(ADMISSION_WAIT_S):
             taken_running = any(s.name == snapshot and s.state in ("running", "paused")
                                 for s in self.snapshot_list(name))
             if taken_running and lv.state(name) not in ACTIVE_STATES:

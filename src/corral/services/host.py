@@ -3,6 +3,7 @@ the admission guard sees it. Every method takes the host it acts on; None is the
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from dataclasses import dataclass
@@ -10,14 +11,17 @@ from typing import Any
 
 from corral.adapters.accel import Accelerator, choose_accelerator
 from corral.adapters.libvirt_host import ACTIVE_STATES
+from corral.adapters.power import driver_for
 from corral.config import Settings
 from corral.core.capacity import CapacityReport, Footprint, HostFacts, capacity_report, footprint
 from corral.core.domxml import build_network_xml, parse_domain_xml
-from corral.core.errors import CorralError
-from corral.core.hosts import HostSpec
+from corral.core.errors import Conflict, CorralError, GuestTimeout
+from corral.core.hosts import HostSize, HostSpec
 from corral.services.registry import Host, HostRegistry
 
 CPU_WINDOW_S = 0.2
+WAKE_TIMEOUT_S = 300.0
+WAKE_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,41 @@ class HostService:
         self.hosts.remove(name)
         self._accel.pop(name, None)
         self._network.pop(name, None)
+
+    def standby(self, name: str) -> None:
+        """Power a host down through its power driver; refused while guests run there, and for the host
+        Corral is configured with (it may be the one it runs on)."""
+        target = self.hosts.get(name)
+        if target.name == self.hosts.default.name:
+            raise Conflict(f"{name} is the configured host: Corral does not put it in standby")
+        if target.standby:
+            return
+        try:
+            running = [row.name for row in target.libvirt.rows() if row.state in ACTIVE_STATES]
+        except CorralError as exc:
+            raise Conflict(f"cannot tell whether guests run on {name} ({exc.message})") from None
+        if running:
+            raise Conflict(f"guests run on {name}: {', '.join(running)}; migrate them or shut them down first")
+        with contextlib.suppress(CorralError):  # its size, for the balancer to count on while it is off
+            node = target.libvirt.node_info()
+            self.hosts.remember_size(name, HostSize(node.cores, float(node.mhz or 1000), node.memory_mib))
+        driver_for(target.name, target.spec.power).standby()
+        self.hosts.set_state(name, standby=True)
+
+    def wake(self, name: str, timeout_s: float = WAKE_TIMEOUT_S) -> float:
+        """Power a host up through its power driver and return once its libvirt answers (seconds taken);
+        only then does it count as up."""
+        target = self.hosts.get(name)
+        began = time.monotonic()
+        if target.standby or not target.reachable():
+            driver_for(target.name, target.spec.power).wake()
+            while not target.reachable():
+                if time.monotonic() - began > timeout_s:
+                    raise GuestTimeout(f"{name} was woken but its libvirt did not answer within {timeout_s:g} s; "
+                                       "it stays in standby")
+                time.sleep(WAKE_POLL_S)
+        self.hosts.set_state(name, standby=False)
+        return time.monotonic() - began
 
     def report(self, host: str | None = None) -> HostReport:
         target = self.hosts.get(host)

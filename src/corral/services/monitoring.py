@@ -51,10 +51,20 @@ class MonitoringService:
         self.settings = settings
         self.hosts = hosts
         self.latest: list[Sample] = []
+        self._by_host: dict[str, Sampler] = {}
 
     @functools.cached_property
     def cluster(self) -> ClusterSampler:
-        return ClusterSampler([Sampler(h.libvirt, h.name, on_this_machine=h.spec.on_this_machine) for h in self.hosts])
+        """Every host's sampler; hosts added later are sampled from then on, hosts in standby are not."""
+        return ClusterSampler(self._samplers)
+
+    def _samplers(self) -> list[Sampler]:
+        hosts = [h for h in self.hosts if not h.standby]
+        for host in hosts:
+            known = self._by_host.get(host.name)
+            if known is None or known.libvirt is not host.libvirt:
+                self._by_host[host.name] = Sampler(host.libvirt, host.name, on_this_machine=host.spec.on_this_machine)
+        return [self._by_host[h.name] for h in hosts]
 
     @property
     def sampler(self) -> Sampler:
@@ -63,7 +73,11 @@ class MonitoringService:
 
     def sampler_for(self, host: str | None) -> Sampler:
         name = self.hosts.get(host).name
-        return next(s for s in self.cluster.samplers if s.host == name)
+        self._samplers()
+        if name not in self._by_host:
+            target = self.hosts.get(name)
+            self._by_host[name] = Sampler(target.libvirt, name, on_this_machine=target.spec.on_this_machine)
+        return self._by_host[name]
 
     def latest_counters(self) -> dict[str, list[Counters]]:
         """Each host's last counter reading (for a listing's CPU window)."""
@@ -115,6 +129,15 @@ class MonitoringService:
         finally:
             if history is not None:
                 history.close()
+
+    def host_load(self, host: str, since_s: float) -> list[tuple[float, float]]:
+        """What the guests on `host` took of it (% of its cores) at each reading of the last `since_s`
+        seconds: the load the balancer keeps under the cap."""
+        self.hosts.get(host)  # NotFound for an unknown host
+        if not self.settings.metrics_path.exists():
+            return []
+        with self.open_store(readonly=True) as store:
+            return store.host_guest_load(host, time.time() - since_s)
 
     def history(self, domain: str, since_s: float, resource: str | None = None,
                 resolution: Resolution = "auto", host: str | None = None) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from corral.adapters.hoststore import HostStore
 from corral.adapters.libvirt_host import LibvirtHost
 from corral.core.errors import BackendError, Conflict, CorralError, InvalidInput, NotFound
-from corral.core.hosts import HostRecord, HostSpec, host_state
+from corral.core.hosts import HostRecord, HostSize, HostSpec, host_state
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Host:
     libvirt: LibvirtHost
     maintenance: bool = False
     standby: bool = False
+    size: HostSize | None = None  # as its libvirt last told it (a host in standby cannot be asked)
 
     @property
     def name(self) -> str:
@@ -37,14 +38,10 @@ class Host:
 
     @property
     def record(self) -> HostRecord:
-        return HostRecord(self.spec, self.maintenance, self.standby)
+        return HostRecord(self.spec, self.maintenance, self.standby, self.size)
 
     def reachable(self) -> bool:
-        try:
-            self.libvirt.node_info()
-        except CorralError:
-            return False
-        return True
+        return self.libvirt.answers()
 
     def state(self) -> str:
         """up, unreachable, maintenance or standby (a host in standby is not asked: it is off)."""
@@ -70,31 +67,63 @@ class HostRegistry:
             raise InvalidInput("Corral needs at least one host")
         self._connect = connect
         self._store = store
-        self._configured = {spec.name for spec in configured}
+        self._configured = [spec for spec in configured]
         self._hosts: dict[str, Host] = {}
-        stored = {r.spec.name: r for r in store.records()} if store is not None else {}
-        for spec in configured:  # its URI from the configuration, its states from the store
-            kept = stored.pop(spec.name, None)
-            self._hosts[spec.name] = Host(spec, connect(spec), kept.maintenance if kept else False,
-                                          kept.standby if kept else False)
+        self._seen: tuple[int, int] | None = None
+        self._refresh(force=True)
+
+    def _refresh(self, *, force: bool = False) -> None:
+        """Follow the store when another process (the CLI beside `corral serve`) changed it: hosts added
+        or removed, maintenance and standby set. A stat per call; the file is read only when it changed."""
+        if self._store is None:
+            if force:
+                self._hosts = {spec.name: Host(spec, self._connect(spec)) for spec in self._configured}
+            return
+        stamp = self._store.stamp()
+        if not force and stamp == self._seen:
+            return
+        self._seen = stamp
+        stored = {r.spec.name: r for r in self._store.records()}
+        hosts: dict[str, Host] = {}
+        for spec in self._configured:  # its URI from the configuration, its states from the store
+            kept = stored.pop(spec.name, None) or HostRecord(spec)
+            hosts[spec.name] = self._host(spec, kept.maintenance, kept.standby, kept.size)
         for record in stored.values():
-            self._hosts[record.spec.name] = Host(record.spec, connect(record.spec), record.maintenance, record.standby)
+            hosts[record.spec.name] = self._host(record.spec, record.maintenance, record.standby, record.size)
+        for name, old in self._hosts.items():
+            if name not in hosts:
+                old.libvirt.close()
+        self._hosts = hosts
+
+    def _host(self, spec: HostSpec, maintenance: bool, standby: bool, size: HostSize | None) -> Host:
+        """The host with these states, keeping its open connection when nothing about it changed."""
+        known = self._hosts.get(spec.name)
+        if known is not None and known.spec == spec:
+            known.maintenance, known.standby, known.size = maintenance, standby, size or known.size
+            return known
+        if known is not None:
+            known.libvirt.close()
+        return Host(spec, self._connect(spec), maintenance, standby, size)
 
     def __iter__(self) -> Iterator[Host]:
+        self._refresh()
         return iter(list(self._hosts.values()))
 
     def __len__(self) -> int:
+        self._refresh()
         return len(self._hosts)
 
     @property
     def default(self) -> Host:
         """Where a new guest goes when no host is named (the local host)."""
+        self._refresh()
         return next(iter(self._hosts.values()))
 
     def get(self, name: str | None) -> Host:
         """The host called `name`; the default host for None."""
         if name is None:
             return self.default
+        self._refresh()
         try:
             return self._hosts[name]
         except KeyError:
@@ -151,15 +180,17 @@ class HostRegistry:
                 raise Conflict(f"{spec.uri} answers with the libvirt host UUID of host {host.name} "
                                f"({node.uuid}): it is the same host, or a copy of its configuration "
                                "(give it its own host_uuid in libvirtd.conf)")
+        size = HostSize(node.cores, float(node.mhz or 1000), node.memory_mib)
         self._store.add(spec)
-        host = Host(spec, connection)
+        self._store.set_state(spec, size=size)
+        host = Host(spec, connection, size=size)
         self._hosts[spec.name] = host
         return host
 
     def remove(self, name: str) -> None:
         """Forget a host; refused for the configured host and while any guest is defined there."""
         host = self.get(name)
-        if name in self._configured:
+        if name in {spec.name for spec in self._configured}:
             raise Conflict(f"{name} is the configured host ({host.uri}); it cannot be removed")
         try:
             guests = [row.name for row in host.libvirt.rows()]
@@ -176,13 +207,22 @@ class HostRegistry:
     def drop(self, name: str) -> None:
         """Forget a host that is gone for good with its guests (a lab host torn down), unchecked."""
         host = self.get(name)
-        if name in self._configured:
+        if name in {spec.name for spec in self._configured}:
             raise Conflict(f"{name} is the configured host; it cannot be dropped")
         if self._store is not None:
             with contextlib.suppress(NotFound):
                 self._store.remove(name)
         del self._hosts[name]
         host.libvirt.close()
+
+    def remember_size(self, name: str, size: HostSize) -> None:
+        """Keep a host's size as its libvirt told it, for when it is in standby (written only on a change)."""
+        host = self.get(name)
+        if host.size == size:
+            return
+        if self._store is not None:
+            self._store.set_state(host.spec, size=size)
+        host.size = size
 
     def set_state(self, name: str, *, maintenance: bool | None = None, standby: bool | None = None) -> Host:
         host = self.get(name)

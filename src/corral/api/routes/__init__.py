@@ -8,16 +8,19 @@ from starlette.requests import Request
 
 from corral.api.auth import Authenticator, Principal
 from corral.api.live import LiveStats
+from corral.api.migrations import MigrationJobs
 from corral.services.context import Corral
 
 
 @dataclass(frozen=True)
 class ApiContext:
-    """What the routes call: the services, the authenticator, the sampler's live figures."""
+    """What the routes call: the services, the authenticator, the sampler's live figures, the migrations
+    started through the API."""
 
     corral: Corral
     auth: Authenticator
     live: LiveStats
+    migrations: MigrationJobs
 
 
 def principal_of(request: Request) -> Principal:

@@ -30,10 +30,13 @@ def router(ctx: ApiContext) -> APIRouter:
     def stats_history(domain: Annotated[str, name_param("A guest, or Domain-0 for the host")],
                       since: Annotated[str, Query(max_length=32)] = "1h",
                       resource: Literal["cpu", "mem", "disk", "net"] | None = None,
-                      resolution: Literal["auto", "raw", "rollup"] = "auto") -> list[dict[str, Any]]:
+                      resolution: Literal["auto", "raw", "rollup"] = "auto",
+                      host: Annotated[str | None, Query(max_length=63, description="Domain-0 of this host "
+                                                        "(default: the default host's); a guest's history "
+                                                        "on this host only")] = None) -> list[dict[str, Any]]:
         """History from the store, like `corral stats NAME --json`: raw samples, or 5-minute rollups with
         each metric's min and max."""
-        return corral.monitoring.history(domain, parse_duration(since, "since"), resource, resolution)
+        return corral.monitoring.history(domain, parse_duration(since, "since"), resource, resolution, host)
 
     @api.websocket("/ws/stats")
     async def ws_stats(websocket: WebSocket) -> None:
@@ -70,7 +73,16 @@ def metrics_router(ctx: ApiContext) -> APIRouter:
     @root.get("/metrics", tags=["metrics"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
         """Prometheus text exposition; needs `Authorization: Bearer <token>`."""
-        return PlainTextResponse(corral.monitoring.prometheus_text(),
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        lines = [corral.monitoring.prometheus_text().rstrip("\n")]
+        helps = {"migrations_total": "counter", "migrations_failed_total": "counter", "decisions_total": "counter",
+                 "hosts_active": "gauge", "hosts_standby": "gauge", "mode": "gauge"}
+        seen: set[str] = set()
+        for key, value in corral.balancer.metrics().items():
+            name = key.split("{", 1)[0]
+            if name not in seen:
+                seen.add(name)
+                lines.append(f"# TYPE corral_balancer_{name} {helps.get(name, 'gauge')}")
+            lines.append(f"corral_balancer_{key} {value:g}")
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return root

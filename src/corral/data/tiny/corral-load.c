@@ -1,10 +1,16 @@
 /*
  * corral-load: a steady, bounded synthetic workload for Corral's tiny guest.
  *
- * Usage: corral-load CPU_PCT DISK_KBPS NET_KBPS [NET_TARGET]
+ * Usage: corral-load CPU_PCT DISK_KBPS NET_KBPS [NET_TARGET [TRACE STEP_MS]]
  *
  *   CPU_PCT    0..100: each online vCPU is busy CPU_PCT % of every 100 ms
  *              period (one thread per online CPU, pinned to it).
+ *   TRACE      a load trace replacing CPU_PCT ("-": none): two hex digits a
+ *              step, 00..64 (0..100 %), at most MAX_TRACE steps.  Each
+ *              vCPU's busy time in a period is what the trace asks for over
+ *              that period, so steps need not line up with periods.  The
+ *              trace starts when corral-load does and starts again at its end.
+ *   STEP_MS    how long each step lasts, in ms (10..86400000).
  *   DISK_KBPS  KiB/s of raw I/O on /dev/vda (reads + writes together, half
  *              each), O_DIRECT, confined to the first 32 MiB of the device.
  *              Every write puts back the block that was just read, so the
@@ -21,6 +27,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -46,8 +53,15 @@
 static const char *net_target = NET_ADDR;
 #define NET_PORT 9
 #define NET_DGRAM 1024
+#define MAX_TRACE 1024 /* steps; the kernel command line holds fewer */
 
 static volatile uint64_t sink;
+
+/* The load trace (ntrace == 0: none), set before any thread starts. */
+static unsigned char trace[MAX_TRACE];
+static long ntrace;
+static int64_t step_ns;
+static int64_t trace_t0;
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -72,7 +86,45 @@ static long parse_arg(const char *s, long max, const char *what) {
     return v;
 }
 
+/* Parse TRACE ("-" or hex pairs); 0 when it is not a valid trace. */
+static long parse_trace(const char *s) {
+    size_t len = strlen(s);
+    if (strcmp(s, "-") == 0)
+        return 0;
+    if (len == 0 || len % 2 != 0 || len / 2 > MAX_TRACE) {
+        fprintf(stderr, "corral-load: bad trace (%zu characters), turning it off\n", len);
+        return 0;
+    }
+    for (size_t i = 0; i < len; i += 2) {
+        char pair[3] = {s[i], s[i + 1], '\0'};
+        char *end = NULL;
+        long v = strtol(pair, &end, 16);
+        if (!isxdigit((unsigned char)s[i]) || !isxdigit((unsigned char)s[i + 1]) || *end != '\0' || v > 100) {
+            fprintf(stderr, "corral-load: bad trace step %zu '%s', turning the trace off\n", i / 2 + 1, pair);
+            return 0;
+        }
+        trace[i / 2] = (unsigned char)v;
+    }
+    return (long)(len / 2);
+}
+
 /* ---- CPU ---------------------------------------------------------------- */
+
+/* Busy ns the trace asks of one vCPU over [from, to), times relative to trace_t0 (from >= 0). */
+static int64_t trace_busy(int64_t from, int64_t to) {
+    int64_t busy = 0;
+    int64_t cycle = step_ns * ntrace;
+    while (from < to) {
+        int64_t in_step = from % step_ns;
+        long i = (long)((from % cycle) / step_ns);
+        int64_t end = from - in_step + step_ns;
+        if (end > to)
+            end = to;
+        busy += (end - from) * trace[i] / 100;
+        from = end;
+    }
+    return busy;
+}
 
 struct cpu_arg {
     int cpu;
@@ -87,12 +139,16 @@ static void *cpu_worker(void *p) {
     sched_setaffinity(0, sizeof(set), &set); /* best effort */
     int64_t busy = PERIOD_NS * a->pct / 100;
     int64_t start = now_ns();
+    if (ntrace > 0 && start < trace_t0)
+        start = trace_t0;
     uint64_t x = 0;
     /* Spin in chunks of ~0.5-2 ms between clock reads: with several vCPUs
      * under TCG the guest clock is the HPET, and every read is an emulated
      * MMIO access that serializes the vCPUs in QEMU. */
     long iters = 1000;
     for (;;) {
+        if (ntrace > 0)
+            busy = trace_busy(start - trace_t0, start - trace_t0 + PERIOD_NS);
         int64_t stop = start + busy;
         int64_t t = now_ns();
         while (t < stop) {
@@ -110,7 +166,7 @@ static void *cpu_worker(void *p) {
         int64_t now = now_ns();
         if (start < now - PERIOD_NS)  /* fell far behind (paused guest): resync */
             start = now;
-        if (a->pct < 100)
+        if (busy < PERIOD_NS)
             sleep_until(start);
     }
     return NULL;
@@ -245,23 +301,39 @@ static void *net_worker(void *p) {
 /* ---- main --------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
-    if (argc != 4 && argc != 5) {
-        fprintf(stderr, "usage: corral-load CPU_PCT DISK_KBPS NET_KBPS [NET_TARGET]\n");
+    if (argc != 4 && argc != 5 && argc != 7) {
+        fprintf(stderr, "usage: corral-load CPU_PCT DISK_KBPS NET_KBPS [NET_TARGET [TRACE STEP_MS]]\n");
         return 2;
     }
-    if (argc == 5)
+    if (argc >= 5)
         net_target = argv[4];
     static long cpu, disk, net;
     cpu = parse_arg(argv[1], 100, "cpu");
     disk = parse_arg(argv[2], 10L * 1024 * 1024, "disk");
     net = parse_arg(argv[3], 10L * 1024 * 1024, "net");
+    if (argc == 7) {
+        long step_ms = parse_arg(argv[6], 86400000L, "step_ms");
+        ntrace = parse_trace(argv[5]);
+        if (ntrace > 0 && step_ms < 10) {
+            fprintf(stderr, "corral-load: step_ms=%s is below 10 ms, turning the trace off\n", argv[6]);
+            ntrace = 0;
+        }
+        step_ns = (int64_t)step_ms * 1000000LL;
+        if (ntrace > 0)
+            cpu = 0; /* the trace replaces the fixed CPU load */
+    }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (ncpu < 1)
         ncpu = 1;
-    printf("corral-load: cpu=%ld disk=%ld net=%ld vcpus=%ld target=%s\n", cpu, disk, net, ncpu, net_target);
+    if (ntrace > 0)
+        printf("corral-load: cpu=trace disk=%ld net=%ld vcpus=%ld target=%s trace=%ld step_ms=%lld\n", disk, net,
+               ncpu, net_target, ntrace, (long long)(step_ns / 1000000LL));
+    else
+        printf("corral-load: cpu=%ld disk=%ld net=%ld vcpus=%ld target=%s\n", cpu, disk, net, ncpu, net_target);
     fflush(stdout);
-    if (cpu == 0 && disk == 0 && net == 0)
+    if (cpu == 0 && disk == 0 && net == 0 && ntrace == 0)
         return 0;
+    trace_t0 = now_ns(); /* step 0 begins as the guest says it is ready */
 
     pid_t pid = fork();
     if (pid < 0) {
@@ -278,7 +350,7 @@ int main(int argc, char **argv) {
         perror("corral-load: nice");
 
     pthread_t t;
-    if (cpu > 0) {
+    if (cpu > 0 || ntrace > 0) {
         static struct cpu_arg args[1024];
         for (long i = 0; i < ncpu && i < 1024; i++) {
             args[i].cpu = (int)i;

@@ -47,6 +47,7 @@ export async function request(method, path, { body, query } = {}) {
 export const api = {
   get: (path, query) => request("GET", path, { query }),
   post: (path, body, query) => request("POST", path, { body, query }),
+  put: (path, body, query) => request("PUT", path, { body, query }),
   del: (path, query) => request("DELETE", path, { query }),
 
   async login(user, password) {
@@ -63,6 +64,20 @@ export const api = {
 };
 
 export const domainPath = (name) => `/api/domains/${encodeURIComponent(name)}`;
+export const hostPath = (name) => `/api/hosts/${encodeURIComponent(name)}`;
+
+function socketUrl(path) {
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
+}
+
+// A WebSocket on this server that ends when the server ends it (no reconnecting): JSON messages to `onMessage`,
+// then `onClose(code, reason)`.
+export function openSocket(path, { onMessage, onClose }) {
+  const ws = new WebSocket(socketUrl(path));
+  ws.onmessage = (event) => onMessage(JSON.parse(event.data));
+  ws.onclose = (event) => { if (onClose) onClose(event.code, event.reason); };
+  return { close() { ws.onclose = null; ws.close(); } };
+}
 
 // A WebSocket on this server (same origin: the cookie goes along), reconnecting until closed.
 export function liveSocket(path, onMessage, { binary = false } = {}) {
@@ -70,8 +85,7 @@ export function liveSocket(path, onMessage, { binary = false } = {}) {
   let stopped = false;
   let delay = 1000;
   const open = () => {
-    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
-    ws = new WebSocket(url);
+    ws = new WebSocket(socketUrl(path));
     if (binary) ws.binaryType = "arraybuffer";
     ws.onmessage = (event) => {
       delay = 1000;

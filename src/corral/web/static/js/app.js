@@ -5,26 +5,30 @@ import { renderDomains } from "./domains.js";
 import { renderCreate } from "./create.js";
 import { renderDetails } from "./details.js";
 import { renderPlans } from "./plans.js";
+import { renderHosts } from "./hosts.js";
 
 const view = document.getElementById("view");
 const nav = document.getElementById("nav");
 let cleanup = null;
 let user = null;
 
-// Live samples of every domain from /api/ws/stats, kept for the sparklines and the live graphs.
+// Live samples of every domain from /api/ws/stats, kept for the sparklines and the live graphs. A guest's name
+// is unique across hosts; each host has a Domain-0 of its own, kept under liveKey("Domain-0", host).
 const LIVE_KEEP = 120;
+export const liveKey = (domain, host) => (domain === "Domain-0" ? `Domain-0@${host}` : domain);
 export const live = {
-  samples: new Map(), // domain -> [sample, ...] oldest first
+  samples: new Map(), // liveKey -> [sample, ...] oldest first
   listeners: new Set(),
   socket: null,
   start() {
     if (this.socket) return;
     this.socket = liveSocket("/api/ws/stats", (rows) => {
       for (const row of rows) {
-        const list = this.samples.get(row.domain) || [];
+        const key = liveKey(row.domain, row.host);
+        const list = this.samples.get(key) || [];
         if (!list.length || list[list.length - 1].time !== row.time) list.push(row);
         if (list.length > LIVE_KEEP) list.splice(0, list.length - LIVE_KEEP);
-        this.samples.set(row.domain, list);
+        this.samples.set(key, list);
       }
       for (const listener of this.listeners) listener(rows);
     });
@@ -35,11 +39,11 @@ export const live = {
     this.samples.clear();
   },
   // History rows (GET /api/stats/{domain}) in front of the live samples, so a sparkline has a past at once.
-  seed(domain, rows) {
-    const list = this.samples.get(domain) || [];
+  seed(key, rows) {
+    const list = this.samples.get(key) || [];
     const first = list.length ? list[0].time : Infinity;
-    const older = rows.filter((r) => r.time < first).map((r) => ({ domain, ...r }));
-    this.samples.set(domain, [...older, ...list].slice(-LIVE_KEEP));
+    const older = rows.filter((r) => r.time < first);
+    this.samples.set(key, [...older, ...list].slice(-LIVE_KEEP));
   },
   subscribe(listener) {
     this.listeners.add(listener);
@@ -119,15 +123,18 @@ async function route() {
   nav.hidden = false;
   document.getElementById("who").textContent = `(${user})`;
   for (const a of nav.querySelectorAll("a")) {
-    const here = parts[0] === "create" || parts[0] === "plans" ? parts[0] : parts.length ? "" : "domains";
+    const here = ["create", "plans", "hosts"].includes(parts[0]) ? parts[0] : parts.length ? "" : "domains";
     a.classList.toggle("active", a.dataset.nav === here);
   }
   live.start();
-  const ctx = { live, flash, confirmAction, go };
+  const ctx = { live, liveKey, flash, confirmAction, go };
   if (parts.length === 0) cleanup = renderDomains(view, ctx);
   else if (parts[0] === "create") cleanup = renderCreate(view, ctx);
   else if (parts[0] === "plans") cleanup = renderPlans(view, ctx, parts[1]);
-  else if (parts[0] === "domain" && parts[1]) cleanup = renderDetails(view, ctx, parts[1], parts[2] || "overview");
+  else if (parts[0] === "hosts") cleanup = renderHosts(view, ctx);
+  else if (parts[0] === "domain" && parts[1]) {
+    cleanup = renderDetails(view, ctx, parts[1], parts[2] || "overview", query.get("host"));
+  }
   else view.textContent = "Nothing here.";
 }
 

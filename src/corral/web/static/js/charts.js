@@ -28,9 +28,10 @@ export function sparkline(values, { max = 100, width = 120, height = 28 } = {}) 
 
 const COLORS = ["#2f6fdf", "#e07b24", "#1f9d55", "#a445d6"];
 
-// series: [{label, points: [[time, value|null], ...]}]; format: value -> text; fixedMax: e.g. 100 for %.
+// series: [{label, points: [[time, value|null], ...]}]; format: value -> text; fixedMax: e.g. 100 for %;
+// cap: a value drawn as a dashed line (a host's cap); marks: [{time, label}] drawn as vertical lines (migrations).
 export function timeChart(series, { format = String, fixedMax = null, span = null, now = Date.now() / 1000,
-                                    width = 600 } = {}) {
+                                    width = 600, cap = null, marks = [] } = {}) {
   const W = Math.max(240, Math.round(width));
   const H = 160;
   const L = 68;
@@ -55,6 +56,21 @@ export function timeChart(series, { format = String, fixedMax = null, span = nul
                                 "text-anchor": t === t0 ? "start" : t === t1 ? "end" : "middle" });
     label.textContent = new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     root.append(label);
+  }
+  if (cap !== null && cap <= top) {
+    const line = svg("line", { class: "cap-line", x1: L, x2: W - 4, y1: y(cap), y2: y(cap) });
+    const title = svg("title");
+    title.textContent = `cap ${format(cap)}`;
+    line.append(title);
+    root.append(line);
+  }
+  for (const mark of marks) {
+    if (mark.time < t0 || mark.time > t1) continue;
+    const line = svg("line", { class: "mark", x1: x(mark.time), x2: x(mark.time), y1: 6, y2: H - B });
+    const title = svg("title");
+    title.textContent = mark.label;
+    line.append(title);
+    root.append(line);
   }
   series.forEach((s, i) => {
     let run = [];

@@ -1,6 +1,6 @@
 // One domain: its facts and actions, live and historical graphs of CPU, memory, disk and network, and its
-// consoles. Domain-0 shows the host instead.
-import { api, domainPath } from "./api.js";
+// consoles. Domain-0 shows its host instead (?host=NAME; the default host without it).
+import { api, domainPath, hostPath } from "./api.js";
 import { actionButtons } from "./actions.js";
 import { chartColors, timeChart } from "./charts.js";
 import { mountDisplay, mountSerial } from "./consoles.js";
@@ -18,12 +18,12 @@ const CHARTS = [
     fmt: (v) => bytes(v, "/s") },
 ];
 
-export function renderDetails(view, ctx, name, tab) {
+export function renderDetails(view, ctx, name, tab, hostName = null) {
   const isHost = name === "Domain-0";
-  const base = `#/domain/${encodeURIComponent(name)}`;
+  const base = `#/domain/${encodeURIComponent(name)}${isHost && hostName ? `?host=${encodeURIComponent(hostName)}` : ""}`;
   const tabs = [["overview", "Overview"], ...(isHost ? [] : [["console", "Serial console"], ["display", "Display"],
                                                          ["snapshots", "Snapshots & clone"]])];
-  const heading = h("h1", {}, name);
+  const heading = h("h1", {}, isHost && hostName ? `Domain-0 of ${hostName}` : name);
   const state = h("span", { class: "state", id: "detail-state" });
   const actions = h("div", { class: "actions", id: "detail-actions" });
   const body = h("div", { id: "tab-body" });
@@ -36,12 +36,14 @@ export function renderDetails(view, ctx, name, tab) {
   let stopped = false;
   let timer = null;
   let busy = null;
+  let sampleHost = hostName; // Domain-0 of the default host: named by GET /api/host
 
   async function refreshInfo(facts) {
     clearTimeout(timer);
     try {
       if (isHost) {
-        const host = await api.get("/api/host");
+        const host = await api.get(hostName ? hostPath(hostName) : "/api/host");
+        sampleHost = host.host;
         state.className = "state running";
         state.textContent = "running";
         if (facts) fillHostFacts(facts, host);
@@ -76,7 +78,7 @@ export function renderDetails(view, ctx, name, tab) {
   } else {
     const facts = h("dl", { class: "facts", id: "facts" });
     body.append(h("div", { class: "panel" }, facts));
-    cleanups.push(mountGraphs(body, ctx, name));
+    cleanups.push(mountGraphs(body, ctx, name, hostName, () => ctx.liveKey(name, sampleHost)));
     refreshInfo(facts);
   }
   return () => {
@@ -92,7 +94,7 @@ function fillFacts(dl, pairs) {
 
 function fillGuestFacts(dl, info) {
   fillFacts(dl, [
-    ["State", info.state], ["ID", info.id ?? "–"], ["UUID", info.uuid], ["vCPUs", info.vcpus],
+    ["State", info.state], ["Host", info.host], ["ID", info.id ?? "–"], ["UUID", info.uuid], ["vCPUs", info.vcpus],
     ["Memory", mib(info.memory_mib)], ["CPU time", duration(info.cpu_time_s)],
     ["Image", info.image ?? (info.managed_by_corral ? "–" : "not made by Corral")], ["Load", info.load || "none"],
     ["Disks", info.disks.map((d) => `${d.device} ${d.path} (${d.format})`).join(", ") || "none"],
@@ -113,7 +115,8 @@ function fillHostFacts(dl, host) {
   ]);
 }
 
-function mountGraphs(container, ctx, name) {
+// liveKey(): where the live samples of this domain are kept (for Domain-0, once its host's name is known).
+function mountGraphs(container, ctx, name, hostName, liveKey) {
   let range = "live";
   let history = []; // rows of GET /api/stats/{name}
   const rangeBar = h("div", { class: "range", id: "range" });
@@ -123,7 +126,7 @@ function mountGraphs(container, ctx, name) {
   const draw = () => {
     const [, , span] = RANGES.find((r) => r[0] === range);
     const now = Date.now() / 1000;
-    const liveRows = ctx.live.samples.get(name) || [];
+    const liveRows = ctx.live.samples.get(liveKey()) || [];
     const rows = range === "live" ? [...history, ...liveRows.filter((r) => !history.length || r.time > history[history.length - 1].time)]
       : history;
     const section = grid.querySelector(".chart");
@@ -144,7 +147,7 @@ function mountGraphs(container, ctx, name) {
   async function load() {
     const since = range === "live" ? "5m" : range;
     try {
-      history = await api.get(`/api/stats/${encodeURIComponent(name)}`, { since });
+      history = await api.get(`/api/stats/${encodeURIComponent(name)}`, { since, host: hostName || undefined });
     } catch (err) {
       history = [];
       ctx.flash(err.message, "error");
