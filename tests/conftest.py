@@ -74,7 +74,19 @@ def corral_session(settings: Settings) -> Iterator[Corral]:
     corral.images.build_tiny()  # rebuilt only when its sources changed (an older image ignores new options)
     yield corral
     remove_test_domains(corral)
+    remove_test_pools(corral)
     corral.close()
+
+
+def remove_test_pools(corral: Corral) -> None:
+    """Forget this session's storage pool, and pools of earlier sessions whose folder is gone (each data
+    folder has a pool of its own: see Settings.pool_name)."""
+    with contextlib.suppress(CorralError):
+        for pool, path in corral.libvirt.pools():
+            ours = Path(path) == corral.settings.disks_dir
+            stale = pool.startswith("corral-") and not Path(path).exists()
+            if ours or stale:
+                corral.libvirt.remove_pool(pool)
 
 
 # libvirt's test driver on a host of our own (4 cores, 16 GiB, no guests), in this process: no daemon, no QEMU

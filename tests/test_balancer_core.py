@@ -144,3 +144,25 @@ def test_the_cooldown_counts_from_the_last_move_done_or_failed(tmp_path: Path) -
     log.record(round_id, "move", "packing", "failed: h3 is full", guest="b", source="h1", dest="h3")
     log.record(round_id, "move", "packing", "recommended", guest="c", source="h1", dest="h3")
     assert set(log.last_moves()) == {"a", "b"}
+
+
+def test_an_overload_whose_load_just_stepped_up_is_relieved_though_the_step_widens_its_forecast() -> None:
+    """Every host is up and busy, so none can be woken; two guests on h3 have just stepped from 2 % to 45 %
+    of a core. The step sits in their spread for a whole window, so no host keeps its *upper* forecast
+    under the cap with one of them; still h3 is over its cap now, and h1 takes one with its expected load
+    well under the cap and a smaller risk than h3's: the move is made rather than waiting out the window."""
+    limits = CapacityLimits(cap=0.3)  # 0.6 of a core on these two-core hosts
+    stepped = tuple([0.02] * 20 + [0.45] * 4)
+    quiet = tuple([0.02] * 24)
+    hs = hosts(3)
+    def g(name: str, host: str, history: tuple[float, ...], declared: float) -> LiveGuest:
+        return LiveGuest(name, host, 1, 128, history, declared_cpu_pct=declared)  # as their load traces declare
+
+    gs = [g("cold1", "h1", quiet, 2), g("cold2", "h1", quiet, 2), g("hot2", "h2", tuple([0.40] * 24), 27),
+          g("cold3", "h2", quiet, 2), g("hot1", "h3", stepped, 27), g("hot3", "h3", stepped, 27)]
+    r = plan_round(hs, gs, limits, BalancerRules(cooldown_s=0.0), NOW, 300.0, {"h1": 2, "h2": 2, "h3": 2})
+    assert [(m.source, m.dest, m.kind) for m in r.moves] == [("h3", "h1", "overload")], r.summary
+    assert r.moves[0].guest in {"hot1", "hot3"}
+    # Where the relief would only move the overload elsewhere, nothing moves.
+    crowded = [g(x.name, x.host, tuple([0.40] * 24) if x.host == "h1" else x.history, 27) for x in gs]
+    assert not plan_round(hs, crowded, limits, BalancerRules(cooldown_s=0.0), NOW, 300.0).moves

@@ -194,6 +194,7 @@ EVERY_FIELD = {
     "console_log": Path("/srv/corral/guests/web/console.log"),
     "owned_files": (Path("/srv/corral/guests/web/disk0.qcow2"), Path("/srv/corral/guests/web/vars & <fd>")),
     "storage": "pool",
+    "tags": ("web", "prod"),
 }
 
 
@@ -226,13 +227,13 @@ def test_unknown_metadata_is_ignored_and_kept_by_a_clone(tmp_path: Path) -> None
     assert expected is not None
     note = f'<corral:guest-note xmlns:corral="{CORRAL_NS}">hi</corral:guest-note>'  # beside, not inside
     xml = (xml.replace("<corral:guest>", '<corral:guest><corral:host since="2">node-2</corral:host>'
-                       "<corral:tag>web</corral:tag><other:x xmlns:other=\"urn:other\">1</other:x>")
+                       "<corral:label>web</corral:label><other:x xmlns:other=\"urn:other\">1</other:x>")
               .replace('<corral:load cpu="15"', '<corral:load future="yes" cpu="15"')
               .replace("<metadata>", "<metadata>" + note))
     assert parse_domain_xml(xml).meta == expected
     cloned = clone_domain_xml(xml, "web2", {tmp_path / "web" / "disk0.qcow2": tmp_path / "web2" / "disk0.qcow2"},
                               tmp_path / "web2" / "console.log", "0d5c0c1e-9b7a-4a51-8f26-1f7c5d3c9e21")
-    assert '<corral:host since="2">node-2</corral:host>' in cloned and "<corral:tag>web</corral:tag>" in cloned
+    assert '<corral:host since="2">node-2</corral:host>' in cloned and "<corral:label>web</corral:label>" in cloned
     assert 'future="yes"' in cloned and "urn:other" in cloned
     meta = parse_domain_xml(cloned).meta
     assert meta is not None and meta.owned_files == (tmp_path / "web2" / "disk0.qcow2",)

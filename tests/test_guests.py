@@ -216,7 +216,7 @@ def test_bad_input_leaves_nothing_behind(corral: Corral, tmp_path: Path, overrid
     with pytest.raises(GuestTimeout, match=r"gave no readiness signal .* within 0\.3 s.*kept"):
         corral.guests.create(GuestSpec(slow, "tiny", memory_mib=128), start=True, wait=True)
     assert corral.libvirt.state(slow) == "running"
-    assert (corral.settings.guests_dir / slow / "disk0.qcow2").exists()
+    assert (corral.settings.disks_dir / f"guest-{slow}-disk0.qcow2").exists()
     corral.guests.delete(slow)
 
     # Through the CLI: one line on stderr, exit 2 for bad input, and nothing made.

@@ -226,15 +226,32 @@ def test_an_unfinished_create_is_cleared_by_delete(corral: Corral) -> None:
     guest = name("orphan")
     folder = corral.settings.guests_dir / guest
     folder.mkdir(parents=True)
-    (folder / "disk0.qcow2").write_bytes(b"half made")
+    disks = corral.settings.disks_dir
+    disks.mkdir(parents=True, exist_ok=True)
+    # What a create that died while making its disk leaves: its folder with the marker and the note of
+    # the disk it was making, and the half-made disk in the pool's folder. Another guest's disk whose
+    # name it shares a prefix with is not its own, even when the note names it.
+    (disks / f"guest-{guest}-disk0.qcow2").write_bytes(b"half made")
+    (disks / f"guest-{guest}-2-disk0.qcow2").write_bytes(b"another guest's")
+    (folder / ".disks").write_text(json.dumps({"host": "local", "volumes": [
+        f"guest-{guest}-disk0.qcow2", f"guest-{guest}-2-disk0.qcow2"]}))
     (folder / ".creating").write_text(json.dumps({"pid": 1, "name": guest}))
     with pytest.raises(Conflict, match=rf"did not finish.*corral delete {guest}"):
         corral.guests.create(GuestSpec(guest, "tiny", memory_mib=128))
     result = cli("delete", guest)
     assert result.returncode == 0, result.stderr
-    assert not folder.exists()
+    assert not folder.exists() and not (disks / f"guest-{guest}-disk0.qcow2").exists()
+    assert (disks / f"guest-{guest}-2-disk0.qcow2").read_bytes() == b"another guest's"
+    (disks / f"guest-{guest}-2-disk0.qcow2").unlink()
     with pytest.raises(NotFound):
         corral.guests.delete(guest)
+    # A disk kept by `delete --keep-disks` is never taken over by a new guest of that name.
+    (disks / f"guest-{guest}-disk0.qcow2").write_bytes(b"kept on purpose")
+    with pytest.raises(Conflict, match="--keep-disks"):
+        corral.guests.create(GuestSpec(guest, "tiny", memory_mib=128))
+    assert (disks / f"guest-{guest}-disk0.qcow2").read_bytes() == b"kept on purpose"
+    assert not folder.exists()
+    (disks / f"guest-{guest}-disk0.qcow2").unlink()
     # A folder of kept disks is not an unfinished create: it is not removed, and create says why.
     folder.mkdir()
     (folder / "disk0.qcow2").write_bytes(b"kept on purpose")
@@ -526,7 +543,8 @@ def test_a_create_cut_off_from_libvirt_leaves_a_whole_guest_or_nothing(corral: C
         guest, _, error = attempt(cut_after, str(cut_after))
         folder = corral.settings.guests_dir / guest
         if corral.libvirt.exists(guest):  # whole: defined, its disk there, no create marker left
-            assert (folder / "disk0.qcow2").exists() and not (folder / ".creating").exists(), (cut_after, error)
+            assert (corral.settings.disks_dir / f"guest-{guest}-disk0.qcow2").exists(), (cut_after, error)
+            assert not (folder / ".creating").exists(), (cut_after, error)
             outcomes.append("whole")
             corral.guests.delete(guest)
         else:  # nothing: no folder either (or a marker that `corral delete` clears, saying so)
@@ -534,6 +552,7 @@ def test_a_create_cut_off_from_libvirt_leaves_a_whole_guest_or_nothing(corral: C
                 assert error is not None and "corral delete" in str(error)
                 corral.guests.delete(guest)
             assert not folder.exists(), (cut_after, error)
+            assert not (corral.settings.disks_dir / f"guest-{guest}-disk0.qcow2").exists(), (cut_after, error)
             outcomes.append("nothing")
         if error is not None:
             assert isinstance(error, BackendError | NotFound | Conflict), repr(error)

@@ -2,7 +2,8 @@
 
 Read from a TOML file (`$CORRAL_CONFIG`, else /etc/corral/config.toml for root,
 ~/.config/corral/config.toml otherwise), with environment overrides for the data folder
-(`$CORRAL_DATA_DIR`) and the libvirt URI (`$CORRAL_LIBVIRT_URI`). Every key is optional:
+(`$CORRAL_DATA_DIR`), the libvirt URI (`$CORRAL_LIBVIRT_URI`) and the storage pool
+(`$CORRAL_STORAGE_POOL`). Every key is optional:
 
     data_dir = "/var/lib/corral"
     libvirt_uri = "qemu:///system"
@@ -12,6 +13,7 @@ Read from a TOML file (`$CORRAL_CONFIG`, else /etc/corral/config.toml for root,
     network = "corral"            # libvirt network for guests' NICs ("" : QEMU user-mode NICs)
     network_cidr = "192.168.123.0/24"
     network_mode = "nat"          # nat | isolated
+    storage_pool = "corral"       # libvirt pool of guests' disks (default: corral; corral-<hash> for another data_dir)
 
     [monitor]
     interval_s = 5                # sampling interval
@@ -33,6 +35,7 @@ Read from a TOML file (`$CORRAL_CONFIG`, else /etc/corral/config.toml for root,
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -104,6 +107,7 @@ class BalancerSettings:
 
 
 DEFAULT_IMAGE_DIR = Path("/var/lib/libvirt/images")
+DEFAULT_DATA_DIR = Path("/var/lib/corral")  # as root; a user's is in their home
 MAX_BOOT_TIMEOUT_S = 3600.0
 
 
@@ -123,6 +127,10 @@ class Settings:
     balancer: BalancerSettings = BalancerSettings()
     # Folders images and ISOs may come from (symlinks resolved). Always includes the data folder.
     image_dirs: tuple[Path, ...] = (DEFAULT_IMAGE_DIR,)
+    # The libvirt storage pool that holds guests' disks (`virsh vol-list corral`). Unset: `corral` for the
+    # default data folder, and a name of its own for any other, so that two data folders (two test
+    # sessions, two configurations) never claim one pool on one daemon.
+    storage_pool: str | None = None
 
     @property
     def hosts(self) -> tuple[HostSpec, ...]:
@@ -142,6 +150,19 @@ class Settings:
     @property
     def guests_dir(self) -> Path:
         return self.data_dir / "guests"
+
+    @property
+    def disks_dir(self) -> Path:
+        """Guests' disks on hosts that share the data folder: the target of the storage pool."""
+        return self.data_dir / "disks"
+
+    @property
+    def pool_name(self) -> str:
+        if self.storage_pool:
+            return self.storage_pool
+        if self.data_dir == DEFAULT_DATA_DIR:
+            return "corral"
+        return "corral-" + hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:8]
 
     @property
     def metrics_path(self) -> Path:
@@ -169,10 +190,10 @@ def load_settings(path: Path | None = None) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(f"config file {config_path} is not valid TOML: {exc}") from None
     known = {"data_dir", "libvirt_uri", "accelerator", "boot_timeout_s", "capacity", "network", "network_cidr",
-             "api", "network_mode", "monitor", "image_dirs", "balancer"}
+             "api", "network_mode", "monitor", "image_dirs", "balancer", "storage_pool"}
     if unknown := set(data) - known:
         raise InvalidInput(f"config file {config_path}: unknown key(s) {', '.join(sorted(unknown))}")
-    default_data = Path("/var/lib/corral") if os.geteuid() == 0 else Path.home() / ".local/share/corral"
+    default_data = DEFAULT_DATA_DIR if os.geteuid() == 0 else Path.home() / ".local/share/corral"
     data_dir = Path(os.environ.get("CORRAL_DATA_DIR") or data.get("data_dir") or default_data)
     accelerator = str(data.get("accelerator", "auto"))
     if accelerator not in ("auto", "kvm", "tcg"):
@@ -218,6 +239,11 @@ def load_settings(path: Path | None = None) -> Settings:
         raise InvalidInput(f"config file {config_path}: boot_timeout_s must be a number of seconds "
                            f"between 1 and {MAX_BOOT_TIMEOUT_S:g}, not {boot_timeout!r}")
     image_dirs = _image_dirs(data.get("image_dirs", [str(DEFAULT_IMAGE_DIR)]), config_path)
+    pool = os.environ.get("CORRAL_STORAGE_POOL") or data.get("storage_pool")
+    if pool is not None:
+        if not isinstance(pool, str):
+            raise InvalidInput(f"config file {config_path}: storage_pool must be a name")
+        check_name(pool, "storage pool name")
     return Settings(
         data_dir=data_dir.absolute(),
         libvirt_uri=check_uri(os.environ.get("CORRAL_LIBVIRT_URI") or str(data.get("libvirt_uri", "qemu:///system"))),
@@ -232,6 +258,7 @@ def load_settings(path: Path | None = None) -> Settings:
         api=api,
         balancer=balancer,
         image_dirs=image_dirs,
+        storage_pool=pool or None,
     )
 
 

@@ -152,7 +152,7 @@ def test_metrics_needs_a_bearer_token(api: Api) -> None:
     api.corral.monitoring.one_sample(0.2)
     response = api.client.get("/metrics", headers=api.bearer)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    assert 'domain="Domain-0"' in response.text
+    assert 'corral_host_state{host="local",state="up"} 1.0' in response.text
 
 
 def test_removed_user_loses_sessions_and_tokens(api: Api) -> None:

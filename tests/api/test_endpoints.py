@@ -280,7 +280,9 @@ def test_sampler_feeds_live_stats_websocket_history_and_metrics(corral: Corral, 
         assert history and set(history[0]) >= {"time", "cpu_pct", "cpu_host_pct"}
         assert "mem_used_bytes" not in history[0]
         assert client.get("/api/stats/ct-api-none?since=1h", headers=b).json() == []
-        assert 'corral_domain_cpu_seconds_total{domain="Domain-0"}' in client.get("/metrics", headers=b).text
+        metrics = client.get("/metrics", headers=b).text
+        assert 'corral_host_cpu_seconds_total{host="local",mode="busy"}' in metrics
+        assert 'corral_host_cpu_utilization_ratio{host="local"}' in metrics  # the sampler's last interval
         # A cross-site page cannot open the WebSocket with the user's cookie.
         session = app.state.auth.login("alice", "correct horse battery")
         client.cookies.set("corral_session", session.key)

@@ -32,7 +32,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-NOT_JSON = {("GET", "/api/plans/{name}/report"), ("GET", "/metrics")}  # HTML and Prometheus text
+NOT_JSON = {("GET", "/api/plans/{name}/report"), ("GET", "/api/plans/{name}/servers.csv"),
+            ("GET", "/metrics")}  # HTML, CSV and Prometheus text
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 
 from corral.core.errors import Conflict, InvalidInput
 from corral.core.spec import GuestSpec, LoadSpec
-from corral.services.storage import POOL
 from tests.cluster.conftest import COPY_HOST, Cluster
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.cluster, pytest.mark.guest]
@@ -19,7 +18,8 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.cluster, pytest.mark.guest]
 
 def volumes(cluster: Cluster, host: str) -> list[str]:
     uri = cluster.corral.hosts.get(host).uri
-    out = subprocess.run(["virsh", "-c", uri, "vol-list", POOL], capture_output=True, text=True, check=True).stdout
+    pool = cluster.corral.settings.pool_name
+    out = subprocess.run(["virsh", "-c", uri, "vol-list", pool], capture_output=True, text=True, check=True).stdout
     rows = [line.split() for line in out.splitlines()[2:] if line.strip()]  # past the header and its rule
     return [row[0] for row in rows]
 
@@ -67,14 +67,15 @@ def test_copy_storage_migration_both_ways(cluster: Cluster, pool_guest: str) -> 
         c.migration.check(pool_guest, "lab1")
     to_shared = c.migration.migrate(pool_guest, "lab1", copy_storage=True)
     assert to_shared.live and c.guests.info(pool_guest).host == "lab1"
-    assert c.guests.info(pool_guest).disks[0]["path"] == str(c.settings.guests_dir / pool_guest / "disk0.qcow2")
+    assert c.guests.info(pool_guest).disks[0]["path"] == str(c.settings.disks_dir / f"guest-{pool_guest}-disk0.qcow2")
+    assert f"guest-{pool_guest}-disk0.qcow2" in volumes(cluster, "lab1")  # a volume of lab1's pool now
     assert f"guest-{pool_guest}-disk0.qcow2" not in volumes(cluster, COPY_HOST)  # the source's copy went
     works(cluster, pool_guest)
     result = cluster.cli("migrate", pool_guest, COPY_HOST, "--copy-storage")
     assert result.returncode == 0, result.stderr
     assert c.guests.info(pool_guest).host == COPY_HOST
     assert f"guest-{pool_guest}-disk0.qcow2" in volumes(cluster, COPY_HOST)
-    assert not (c.settings.guests_dir / pool_guest / "disk0.qcow2").exists()
+    assert not (c.settings.disks_dir / f"guest-{pool_guest}-disk0.qcow2").exists()
     works(cluster, pool_guest)
     c.guests.poweroff(pool_guest)
     with pytest.raises(Conflict, match="copied by a live migration"):

@@ -112,14 +112,16 @@ def test_monitor_store_stats_and_prometheus(corral: Corral) -> None:
         while time.monotonic() < deadline:
             try:
                 text = urllib.request.urlopen("http://127.0.0.1:9178/metrics", timeout=2).read().decode()
-                if f'corral_domain_cpu_utilization_ratio{{domain="{guest}"}}' in text:
+                if f'corral_domain_cpu_utilization_ratio{{domain="{guest}",host="local"}}' in text:
                     break
             except OSError:
                 pass
             time.sleep(0.3)
         assert "# TYPE corral_domain_cpu_seconds_total counter" in text
-        assert f'corral_domain_cpu_seconds_total{{domain="{guest}"}}' in text
-        assert 'corral_domain_memory_bytes{domain="Domain-0"}' in text
+        assert f'corral_domain_cpu_seconds_total{{domain="{guest}",host="local"}}' in text
+        assert f'corral_domain_disk_read_bytes_total{{domain="{guest}",host="local",target_device="vda"}}' in text
+        assert f'corral_domain_state{{domain="{guest}",host="local",state="running"}} 1.0' in text
+        assert 'corral_host_memory_bytes{host="local"}' in text and 'domain="Domain-0"' not in text
         time.sleep(2)
     finally:
         proc.terminate()

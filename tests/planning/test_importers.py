@@ -197,3 +197,35 @@ def test_planetlab_individual_files(planetlab_day: Path) -> None:
     assert ts.names == tuple(f.name for f in files)
     assert ts.capacity["cpu"].tolist() == [2500, 2500, 2000, 2000, 1000, 1000, 500, 500]
     assert load_traces(files[:3]).n_servers == 3  # auto-detected
+
+
+def test_csv_quoted_fields(tmp_path: Path) -> None:
+    """The CSV importers read through the csv module: quoted names may hold commas and doubled quotes,
+    the header may be quoted, blanks around fields (a quoted one too) are dropped."""
+    f = tmp_path / "quoted.csv"
+    f.write_text(
+        '"server","timestamp","cpu"\n'
+        '"web, front",0,10\n'
+        '"web, front",300, "20"\n'
+        '"db ""main""",0,30\n'
+        'plain , 300 ,40\n'
+    )
+    assert detect_format(f) == "csv"
+    ts = load_traces([f])
+    assert ts.names == ('db "main"', "plain", "web, front")
+    assert ts.demand["cpu"][2].tolist() == [10, 20]
+    c = tmp_path / "collect.csv"
+    row = format_collect_row(_sample(0, "web", 10.0)).replace("web", '"web, eu"')
+    c.write_text(collect_header() + row)
+    assert detect_format(c) == "collect"
+    assert load_traces([c]).names == ("web, eu",)
+
+
+def test_csv_unclosed_quote_names_its_line(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text('server,timestamp,cpu\na,0,1\n"b,300,1\nc,0,1\n')
+    with pytest.raises(TraceFormatError, match=r"t.csv:3: a quoted field runs over the end of the line"):
+        load_traces([f], "csv")
+    f.write_text('server,timestamp,cpu\na,0,1\n"b,300,1\n')
+    with pytest.raises(TraceFormatError, match=r"t.csv:3: a quoted field runs over"):
+        load_traces([f], "csv")

@@ -47,12 +47,12 @@ def plan_json() -> dict[str, Any]:
     cpu = rng.uniform(0.05, 0.4, (n, T)) * kind.cpu_mhz
     cpu[0] *= 4  # above a host: unplaceable
     names = [f"srv-{i}" for i in range(n)]
-    ts = make_traceset(names, {"cpu": cpu, "mem": rng.uniform(1e8, 2e9, (n, T))})
+    ts = make_traceset(names, {"cpu": cpu, "mem": rng.uniform(1e8, 2e9, (n, T))}, assumed={"mem": "assumed: a guess"})
     plan = plan_consolidation(ts, kind, 0.8, time_budget_s=0.2)
     data = plan_to_json(validate_plan(plan, ts, "same day"))
     data["notes"] = ["a note"]
     data["gaps_filled"] = {"servers": 1, "points": 3}
-    assert data["unplaceable"] and data["validation"]
+    assert data["unplaceable"] and data["validation"] and data["kinds"] and data["assumed"]
     return data
 
 
@@ -162,7 +162,10 @@ def test_malformed_plan_examples(plan_json: dict[str, Any]) -> None:
     for change, field in [
         (lambda d: d["costs"]["params"].pop("currency"), "costs.params.currency"),
         (lambda d: d["costs"].__setitem__("savings_per_year", "lots"), "costs.savings_per_year"),
-        (lambda d: d["chart"]["heatmap"]["rows"].__setitem__(0, []), "chart.heatmap.rows[0]"),
+        (lambda d: d["chart"]["heatmaps"][0]["rows"].__setitem__(0, []), "chart.heatmaps[0].rows[0]"),
+        (lambda d: d["kinds"]["options"][0].__setitem__("cheapest", "yes"), "kinds.options[0].cheapest"),
+        (lambda d: d["servers"]["host"].pop(), "servers.host"),
+        (lambda d: d["assumed"].__setitem__("mem", 3), "assumed.mem"),
         (lambda d: d["chart"]["hosts"][0]["layers"][0]["values"].pop(), "chart.hosts[0].layers[0].values"),
         (lambda d: d.__setitem__("cap", 0), "cap"),
         (lambda d: d["hosts"][0]["servers"].__setitem__(0, None), "hosts[0].servers[0]"),
@@ -217,7 +220,7 @@ def test_malformed_plan_in_the_library_is_a_clear_error(library: PlanService, pl
     assert library.read("good")["schema"] == "corral.plan/1" and "<svg" in library.report_html("good")
     broken = copy.deepcopy(plan_json)
     del broken["costs"]["params"]
-    broken["chart"]["heatmap"]["rows"] = [[]]
+    broken["chart"]["heatmaps"][0]["rows"] = [[]]
     write_plan_json(broken, library.folder / "broken.json")
     for call in (library.read, library.report_html):
         with pytest.raises(CorralError, match=r"plan 'broken' cannot be read: .*: missing key 'costs\.params'"):

@@ -52,8 +52,9 @@ def test_demo_five_servers_onto_one_host() -> None:
     plan = plan_consolidation(ts, kind, 0.85)
     assert ts.n_servers == 5 and plan.n_hosts == 1 and plan.peak_ffd_hosts == 2
     lines = summary_lines(plan)
-    assert lines[0].startswith("5 servers -> 1 x legacy-1u host ")
-    assert "from 15.0 % to 75.0 %" in lines[2]
+    assert lines[0].startswith("5 servers -> 1 x legacy-1u host, one host holds them all ")
+    assert lines[1:3] == ["CPU utilization rises from 15.0 % to 75.0 %",
+                          "memory utilization rises from 15.0 % to 75.0 %"]
     assert plan.costs.savings_per_year > 0 and plan.costs.payback_years is not None
 
 

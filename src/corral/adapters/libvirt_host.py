@@ -6,7 +6,9 @@ visible to virsh.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING, NoReturn
 import libvirt
 import libvirt_qemu
 
-from corral.core.errors import BackendError, Conflict, NotFound
+from corral.core.errors import BackendError, Conflict, GuestTimeout, NotFound
+from corral.core.nics import NicInfo, Reported, agent_connected, parse_interfaces, with_addresses
 
 if TYPE_CHECKING:
     from corral.adapters.console import SerialConsole
@@ -144,6 +147,12 @@ def raise_translated(exc: libvirt.libvirtError, action: str, name: str | None) -
     if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC):
         raise BackendError(f"{subject}: libvirt is unreachable ({message})") from None
     raise BackendError(f"{subject}: {message}") from None
+
+
+def library_version() -> str:
+    """The version of the libvirt library Corral calls (major.minor.micro)."""
+    number = int(libvirt.getVersion())
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
 class LibvirtHost:
@@ -320,6 +329,33 @@ class LibvirtHost:
             return False
         return True
 
+    def interfaces(self, name: str) -> list[NicInfo]:
+        """A guest's NICs from its domain XML (MAC, network or bridge, model, host device) with their IP
+        addresses: from the DHCP leases of libvirt's networks and, when the guest agent is connected, from
+        the agent (its errors are ignored: an agent that does not answer only gives no addresses)."""
+        with translated("read the NICs of", name):
+            dom = self._domain(name)
+            xml = str(dom.XMLDesc(0))
+            nics = parse_interfaces(xml)
+            if not nics or not dom.isActive():
+                return nics
+            try:
+                leases = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                                            libvirt.VIR_ERR_OPERATION_INVALID):  # e.g. it stopped meanwhile
+                    leases = None
+                else:
+                    raise
+        nics = with_addresses(nics, "lease", _reported(leases))
+        if agent_connected(xml):  # only then: asking an agent that is not there would wait for its timeout
+            try:
+                agent = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
+            except libvirt.libvirtError:
+                agent = None
+            nics = with_addresses(nics, "agent", _reported(agent))
+        return nics
+
     def all_stats(self) -> list[tuple[str, int, dict[str, object]]]:
         """(name, libvirt ID, stats) of every running domain, in one bulk call: state, CPU, balloon,
         vCPUs, NICs and disks (libvirt's bulk-stats keys, which monitoring/rates.py reads)."""
@@ -341,10 +377,59 @@ class LibvirtHost:
         with translated("power off", name):
             self._domain(name).destroy()
 
-    def shutdown(self, name: str) -> None:
-        """The ACPI power button."""
+    def shutdown(self, name: str, *, agent: bool = False) -> None:
+        """The ACPI power button; with `agent`, the guest agent asked to power the guest off."""
+        flags = libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT if agent else libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN
         with translated("shut down", name):
-            self._domain(name).shutdown()
+            self._domain(name).shutdownFlags(flags)
+
+    def agent_command(self, name: str, command: str, arguments: dict[str, object] | None = None,
+                      timeout_s: int = 5) -> object:
+        """One QEMU guest agent command (e.g. guest-get-osinfo) and its `return` value."""
+        request = json.dumps({"execute": command, **({"arguments": arguments} if arguments else {})})
+        with translated(f"ask the guest agent ({command}) of", name):
+            try:
+                reply = libvirt_qemu.qemuAgentCommand(self._domain(name), request, timeout_s, 0)
+            except libvirt.libvirtError as exc:
+                message = (exc.get_error_message() or "").strip()
+                if exc.get_error_code() in (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                                            libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+                    raise Conflict(f"the guest agent of {name} does not answer: is qemu-guest-agent running in "
+                                   "the guest?") from None
+                if "agent command failed" in message.lower():  # the agent's own error (an internal error)
+                    raise BackendError(f"the guest agent of {name} refused {command}: "
+                                       f"{message.split('error was', 1)[-1].strip(' :')}") from None
+                raise
+        try:
+            return json.loads(reply).get("return")
+        except (ValueError, AttributeError):
+            raise BackendError(f"the guest agent of {name} gave an unreadable answer to {command}") from None
+
+    def agent_exec(self, name: str, argv: list[str], timeout_s: float, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+        """Run a program in the guest through its agent (guest-exec), wait for it (the agent reports no
+        events: its status is asked every 0.1 s), and return its exit code, stdout and stderr."""
+        arguments: dict[str, object] = {"path": argv[0], "arg": argv[1:], "capture-output": True}
+        if stdin:
+            arguments["input-data"] = base64.b64encode(stdin).decode()
+        started = self.agent_command(name, "guest-exec", arguments)
+        pid = started.get("pid") if isinstance(started, dict) else None
+        if not isinstance(pid, int):
+            raise BackendError(f"the guest agent of {name} started {argv[0]} but gave no process id")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.agent_command(name, "guest-exec-status", {"pid": pid})
+            if isinstance(status, dict) and status.get("exited"):
+                out, err = (status.get(key) for key in ("out-data", "err-data"))
+                code = status.get("exitcode")
+                if not isinstance(code, int):
+                    signal = status.get("signal")
+                    code = 128 + signal if isinstance(signal, int) else 1
+                return (code, base64.b64decode(out) if isinstance(out, str) else b"",
+                        base64.b64decode(err) if isinstance(err, str) else b"")
+            if time.monotonic() >= deadline:
+                raise GuestTimeout(f"{argv[0]} did not finish in {name} within {timeout_s:g} s "
+                                   f"(it keeps running there as process {pid})")
+            time.sleep(0.1)
 
     def reboot(self, name: str) -> None:
         with translated("reboot", name):
@@ -407,7 +492,7 @@ class LibvirtHost:
             if not network.isActive():
                 network.create()
 
-    # --- storage pools (for hosts that do not share Corral's data folder) ---------------------------
+    # --- storage pools (guests' disks on every host; images too on hosts that do not share the data folder)
     def ensure_pool(self, name: str, xml: str) -> str:
         """Define, build and start a directory pool from `xml` when it does not exist; its target path."""
         with translated("set up storage pool", name):
@@ -423,6 +508,32 @@ class LibvirtHost:
                 pool.create(0)
             pool.refresh(0)
             return ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
+
+    def refresh_pool(self, name: str) -> None:
+        """Make a pool see the files made in its folder behind libvirt's back (and forget removed ones)."""
+        with translated("refresh storage pool", name):
+            pool = self.conn.storagePoolLookupByName(name)
+            if pool.isActive():
+                pool.refresh(0)
+
+    def remove_pool(self, name: str) -> None:
+        """Stop and forget a pool (its folder and files stay); nothing when there is none."""
+        with translated("remove storage pool", name):
+            try:
+                pool = self.conn.storagePoolLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    return
+                raise
+            if pool.isActive():
+                pool.destroy()
+            pool.undefine()
+
+    def pools(self) -> list[tuple[str, str]]:
+        """Every pool of the host: its name and target path."""
+        with translated("list storage pools", self.name):
+            return [(str(pool.name()), ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or "")
+                    for pool in self.conn.listAllStoragePools(0)]
 
     def volume_path(self, pool: str, volume: str) -> str | None:
         """The path of a volume in a pool, or None when it has none of that name."""
@@ -467,6 +578,33 @@ class LibvirtHost:
                     vol.delete(0)
                 raise
             return str(vol.path())
+
+    def download_volume(self, pool: str, volume: str, limit: int) -> bytes:
+        """The bytes of a small volume (at most `limit`), over libvirt's stream."""
+        with translated("download from storage pool", pool):
+            vol = self.conn.storagePoolLookupByName(pool).storageVolLookupByName(volume)
+            size = int(vol.info()[2])  # allocation: what the file holds
+            if size > limit:
+                raise BackendError(f"volume {volume} holds {size} bytes, more than the {limit} expected")
+            stream = self.conn.newStream(0)
+            vol.download(stream, 0, 0, 0)
+            chunks: list[bytes] = []
+            total = 0
+            try:
+                while True:
+                    chunk = stream.recv(UPLOAD_CHUNK)
+                    if chunk in (b"", None) or isinstance(chunk, int):
+                        break
+                    total += len(chunk)
+                    if total > limit:
+                        raise BackendError(f"volume {volume} holds more than the {limit} bytes expected")
+                    chunks.append(chunk)
+                stream.finish()
+            except BaseException:
+                with contextlib.suppress(libvirt.libvirtError):
+                    stream.abort()
+                raise
+            return b"".join(chunks)
 
     def volume_capacity(self, pool: str, volume: str) -> int:
         """A volume's virtual size in bytes."""
@@ -560,13 +698,139 @@ class LibvirtHost:
         with translated("abort the migration of", name):
             self._domain(name).abortJob()
 
+    def update_device(self, name: str, device_xml: str, *, live: bool) -> None:
+        """Change a device (e.g. a CD drive's media) in the definition, and in the running guest too
+        when `live`."""
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+        with translated("update a device of", name):
+            self._domain(name).updateDeviceFlags(device_xml, flags)
+
+    # --- disks and NICs added and removed (corral disk, corral nic) ------------------------------------
+    def attach_device(self, name: str, device_xml: str, *, live: bool) -> None:
+        """Add a device to the definition, and hot-plug it into the running guest too when `live` (both or
+        neither: libvirt saves the definition only once the hot-plug worked)."""
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+        with translated("attach a device to", name):
+            self._domain(name).attachDeviceFlags(device_xml, flags)
+
+    def detach_device(self, name: str, device_xml: str, *, live: bool, config: bool = True) -> None:
+        """Remove a device from the definition (`config`) and ask the running guest to release it (`live`):
+        a hot-unplug completes when the guest lets go, which may be after this returns."""
+        flags = (libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0) | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+        with translated("detach a device from", name):
+            self._domain(name).detachDeviceFlags(device_xml, flags)
+
+    def block_capacity(self, name: str, target: str) -> int:
+        """The virtual size in bytes of a guest's disk (vda), running or not."""
+        with translated(f"read the size of disk {target} of", name):
+            return int(self._domain(name).blockInfo(target, 0)[0])
+
+    def block_resize(self, name: str, target: str, size_bytes: int) -> None:
+        """Grow a running guest's disk; the guest sees the new size at once."""
+        with translated(f"resize disk {target} of", name):
+            self._domain(name).blockResize(target, size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
+    def resize_volume(self, pool: str, volume: str, size_bytes: int) -> None:
+        """Grow a volume of a pool (libvirt runs qemu-img resize for a qcow2 volume)."""
+        with translated("resize a volume of storage pool", pool):
+            self.conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).resize(size_bytes, 0)
+
+    def networks(self) -> list[tuple[str, bool]]:
+        """Every libvirt network of the host: its name and whether it is running."""
+        with translated("list networks", self.name):
+            return sorted((str(n.name()), bool(n.isActive())) for n in self.conn.listAllNetworks(0))
+
+    def set_metadata(self, name: str, element_xml: str, key: str, uri: str, *, live: bool) -> None:
+        """Replace the domain's metadata element of namespace `uri` (prefix `key`) in its definition, and in
+        the running guest's too when `live`."""
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+        with translated("change the metadata of", name):
+            self._domain(name).setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element_xml, key, uri, flags)
+
+    def set_autostart(self, name: str, on: bool) -> None:
+        """Start the guest when its host's libvirt starts (libvirt's autostart)."""
+        with translated("set autostart of", name):
+            self._domain(name).setAutostart(1 if on else 0)
+
+    def set_vcpus(self, name: str, count: int, *, live: bool = False, config: bool = False,
+                  maximum: bool = False) -> None:
+        """A guest's vCPUs: in the running guest (`live`, a hot-plug) and/or its definition (`config`);
+        `maximum`: the definition's maximum, up to which a later live raise is possible."""
+        flags = ((libvirt.VIR_DOMAIN_VCPU_MAXIMUM if maximum else 0) | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+                 | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0))
+        with translated("set the vCPUs of", name):
+            self._domain(name).setVcpusFlags(count, flags)
+
+    def set_memory(self, name: str, mib: int, *, live: bool = False, config: bool = False,
+                   maximum: bool = False) -> None:
+        """A guest's memory: the balloon of the running guest (`live`) and/or its definition's current memory
+        (`config`); `maximum`: the definition's maximum memory (the balloon's ceiling from the next boot)."""
+        flags = ((libvirt.VIR_DOMAIN_MEM_MAXIMUM if maximum else 0) | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+                 | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0))
+        with translated("set the memory of", name):
+            self._domain(name).setMemoryFlags(mib * 1024, flags)
+
     def wait_state(self, name: str, states: set[str], timeout_s: float) -> bool:
+        """Block until the domain is in one of `states` or gone; False at the timeout. Woken by libvirt's
+        domain lifecycle events, on a connection of its own opened once libvirt's event loop runs (a
+        connection only delivers events registered on an event loop that was there when it opened).
+        libvirt's test driver keeps its domains per connection, so there the state is polled."""
+        if self.uri.startswith("test:"):
+            return self._poll_state(name, states, timeout_s)
+        from corral.adapters.console import ensure_event_loop
+
+        ensure_event_loop()
+        changed = threading.Event()
+        deadline = time.monotonic() + timeout_s
+        with translated("watch the state of", name):
+            watcher = libvirt.open(self.uri)
+        try:
+            with translated("watch the state of", name):
+                try:
+                    domain = watcher.lookupByName(name)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                        return True
+                    raise
+                callback = watcher.domainEventRegisterAny(
+                    domain, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lambda *_args: changed.set(), None)
+            try:
+                while True:
+                    changed.clear()  # before looking: an event after the look wakes the wait below
+                    if not self.exists(name) or self.state(name) in states:
+                        return True
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    # An event wakes it at once; the bounded wait covers a connection that died.
+                    changed.wait(min(remaining, 5.0))
+            finally:
+                with contextlib.suppress(libvirt.libvirtError):
+                    watcher.domainEventDeregisterAny(callback)
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                watcher.close()
+
+    def _poll_state(self, name: str, states: set[str], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.exists(name) or self.state(name) in states:
                 return True
             time.sleep(0.1)
         return False
+
+
+def _reported(found: dict[str, dict[str, object]] | None) -> list[Reported]:
+    """libvirt's virDomainInterfaceAddresses answer as plain data."""
+    families = {libvirt.VIR_IP_ADDR_TYPE_IPV4: "ipv4", libvirt.VIR_IP_ADDR_TYPE_IPV6: "ipv6"}
+    reported = []
+    for ifname, details in (found or {}).items():
+        addrs = details.get("addrs") or []
+        hwaddr = details.get("hwaddr")
+        reported.append(Reported(str(ifname), str(hwaddr) if hwaddr else None, [
+            (families.get(a.get("type"), "unknown"), str(a.get("addr", "")), int(a.get("prefix", 0) or 0))
+            for a in addrs if isinstance(a, dict) and a.get("addr")] if isinstance(addrs, list) else []))
+    return reported
 
 
 def _pause_reason(dom: libvirt.virDomain) -> str | None:

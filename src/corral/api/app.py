@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from corral.api import __version__
@@ -30,7 +31,9 @@ from corral.api.migrations import MigrationJobs
 from corral.api.routes import (
     ApiContext,
     consoles,
+    devices,
     domains,
+    edit,
     host,
     hosts,
     images,
@@ -106,14 +109,17 @@ def create_app(corral: Corral, *, sampler: bool = False, sample_interval_s: floa
                                    swagger_favicon_url="data:,")
 
     ctx = ApiContext(corral, auth, live, jobs)
-    for area in (session, host, hosts, domains, migrations, balancer_routes, images, stats, plans, consoles):
+    for area in (session, host, hosts, domains, edit, devices, migrations, balancer_routes, images, stats, plans,
+                 consoles):
         app.include_router(area.router(ctx))
-    app.include_router(stats.metrics_router(ctx))
+    app.router.routes.append(Route("/metrics", stats.MetricsApp(corral.prometheus.registry), methods=["GET"],
+                                   include_in_schema=False))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
+            schema["paths"]["/metrics"] = stats.metrics_openapi()
             schema.setdefault("components", {})["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "an API token: corral user token"},
                 "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,

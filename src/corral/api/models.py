@@ -84,12 +84,24 @@ class SpecBody(BaseModel):
                                                         "(0-100), one per 5-minute step, replayed in a loop")
     speed: Number | None = Field(None, description="with load_trace: replay it this many times faster",
                                  json_schema_extra={"minimum": 1, "maximum": MAX_SPEED})
+    user: str | None = Field(None, max_length=32, description="disk images: the user cloud-init makes at first "
+                                                              "boot (default: the image's own default user)")
+    ssh_keys: list[str] | None = Field(None, max_length=32, description="disk images: SSH public key lines for "
+                                                                        "that user")
 
 
 class LoginBody(BaseModel):
     model_config = STRICT
     user: str = Field(max_length=200)
     password: str = Field(max_length=1024)
+
+
+class ExecBody(BaseModel):
+    """A program to run in the guest through its guest agent, with its arguments."""
+
+    model_config = STRICT
+    command: list[str] = Field(min_length=1, max_length=256, description='e.g. ["/bin/sh", "-c", "uptime"]')
+    timeout: float = Field(60.0, gt=0, le=3600, description="seconds to wait for it")
 
 
 class NameBody(BaseModel):
@@ -168,3 +180,50 @@ def spec_of(body: SpecBody) -> GuestSpec:
     if body.iso is not None and not Path(body.iso).is_absolute():
         raise InvalidInput(f"iso {body.iso!r} must be an absolute path on the host")
     return spec_from_mapping(data)
+
+
+# --- changing a guest (services/edit.py) ------------------------------------------------------------
+# The pattern is shown in the schema and checked by the service (core/tags.py), with the CLI's message.
+TagText = Annotated[str, Field(max_length=200, json_schema_extra={"pattern": r"^[a-z0-9][a-z0-9_.-]{0,31}$"})]
+
+
+class AutostartBody(BaseModel):
+    model_config = STRICT
+    autostart: bool = Field(description="true: start it with its host's libvirt (refused when the host's "
+                                        "autostart guests would not fit its admission guard together)")
+
+
+class ResourcesBody(BaseModel):
+    """New vCPUs and memory (what `corral set` takes); a field left out is unchanged."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "examples": [{"memory": 512, "live": True}]})
+    vcpus: WholeNumber | None = Field(None, json_schema_extra={"minimum": 1, "maximum": MAX_VCPUS})
+    memory: WholeNumber | None = Field(None, description="MiB",
+                                       json_schema_extra={"minimum": MIN_MEMORY_MIB, "maximum": MAX_MEMORY_MIB})
+    max_vcpus: WholeNumber | None = Field(None, description="the definition's maximum: how far a later live "
+                                                            "raise can go", json_schema_extra={"minimum": 1,
+                                                                                               "maximum": MAX_VCPUS})
+    max_memory: WholeNumber | None = Field(None, description="MiB: the definition's maximum (the balloon's "
+                                                             "ceiling)", json_schema_extra={
+                                               "minimum": MIN_MEMORY_MIB, "maximum": MAX_MEMORY_MIB})
+    live: bool = Field(False, description="also change the running guest now (balloon, vCPU hot-plug), within "
+                                          "its maximum")
+
+
+class TagsBody(BaseModel):
+    model_config = STRICT
+    tags: list[TagText] = Field(max_length=32, description="the guest's tags from now on (replacing its tags)")
+
+
+class BulkBody(BaseModel):
+    """Which guests a bulk action acts on (names, or every guest with a tag), and its options."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"tag": "prod"}]})
+    tag: TagText | None = Field(None, description="every guest with this tag")
+    names: list[Annotated[str, Field(max_length=200)]] | None = Field(None, min_length=1, max_length=1000,
+                                                                      description="or these guests")
+    snapshot: str | None = Field(None, max_length=200, description="snapshot: the snapshot's name")
+    timeout: Number = Field(60, description="shutdown: seconds to wait for each guest",
+                            json_schema_extra={"exclusiveMinimum": 0, "maximum": 3600})
+    force: bool = Field(False, description="shutdown: power off what is still running after the timeout")

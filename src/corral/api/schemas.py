@@ -21,7 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 from corral.adapters.libvirt_host import JobProgress
 from corral.api.migrations import MigrationStatus
 from corral.core.capacity import Budget, CapacityLimits
+from corral.core.nics import IpAddress, NicInfo
+from corral.core.resources import Resources
 from corral.monitoring.metrics import METRICS, UNITS
+from corral.services.devices import DiskChange, NicChange
+from corral.services.edit import BulkOutcome, BulkResult, GuestResources
 from corral.services.guests import GuestInfo, ListedDomain, SnapshotInfo
 from corral.services.host import HostSummary
 from corral.services.images import ImageRecord
@@ -220,12 +224,38 @@ class Migration(BaseModel):
 
 
 # --- domains ----------------------------------------------------------------------------------------------
-@from_dataclass(ListedDomain, first=("name", "host", "id", "state", "reason"), describe={
+@from_dataclass(IpAddress, describe={
+    "family": "ipv4 or ipv6",
+    "sources": "who reported it: lease (the DHCP server of the guest's libvirt network), agent (the guest agent)",
+})
+class Address(BaseModel):
+    """An IP address of a guest's NIC."""
+
+
+@from_dataclass(NicInfo, fields={"addresses": list[Address]}, describe={
+    "mac": "its MAC address",
+    "type": "libvirt's interface type: network, bridge, user, ...",
+    "network": "the libvirt network it joins (type network)",
+    "bridge": "the host bridge it is plugged into (while it runs, or type bridge)",
+    "model": "the NIC model the guest sees (virtio, e1000, ...)",
+    "target": "its device on the host (vnet3) while the guest runs",
+    "guest_name": "its name inside the guest (eth0), when the guest agent says",
+    "addresses": "its addresses while the guest runs: IPv4 first",
+})
+class Nic(BaseModel):
+    """A NIC of a guest, with the addresses known for its MAC."""
+
+
+@from_dataclass(ListedDomain, first=("name", "host", "id", "state", "reason"), fields={"nics": list[Nic] | None},
+                describe={
     "host": "the host it is on",
     "id": "libvirt's id while it runs (Domain-0: 0), else null",
     "state": "running, paused, shut-off, ...; for a host that cannot be reached: unreachable",
     "reason": "why it is paused, when something other than a user paused it (an unreachable host: why)",
     "cpu_pct": "% of its own vCPUs (Domain-0: of all host cores) since the previous reading; null when off",
+    "nics": "a guest's NICs and addresses with ?long=true (like `corral list --long`); null otherwise",
+    "autostart": "started with its host's libvirt (null: Domain-0, or a host that cannot be reached)",
+    "tags": "its tags (corral tag); ?tag= lists only the guests with that tag",
 })
 class DomainRow(BaseModel):
     """One row of the listing: a host itself (Domain-0) or a guest."""
@@ -237,11 +267,12 @@ class Disk(BaseModel):
     device: str = Field(description="disk or cdrom")
 
 
-@from_dataclass(GuestInfo, fields={"disks": list[Disk]}, describe={
+@from_dataclass(GuestInfo, fields={"disks": list[Disk], "nics": list[Nic]}, describe={
     "managed_by_corral": "made by Corral (its metadata is in the domain XML)",
     "load": "the load the tiny image runs, as cpu=..,disk=..,net=..",
     "vnc": "the display's loopback address while it runs",
     "snapshots": "snapshot names, oldest first",
+    "nics": "its NICs: MAC, network, model and, while it runs, its addresses (DHCP leases, guest agent)",
 })
 class DomainDetails(BaseModel):
     """Everything about one guest, like `corral info --json`."""
@@ -270,6 +301,14 @@ class SnapshotDeleted(BaseModel):
     domain: str
 
 
+class ExecOutput(BaseModel):
+    """What a command run in the guest through its agent gave."""
+
+    exit_code: int
+    stdout: str = Field(description="its standard output (UTF-8; undecodable bytes replaced)")
+    stderr: str = Field(description="its standard error (UTF-8; undecodable bytes replaced)")
+
+
 class ConsoleTicket(BaseModel):
     """A one-time ticket for the console WebSockets of this domain, from this session or token only."""
 
@@ -277,6 +316,30 @@ class ConsoleTicket(BaseModel):
     domain: str
     state: str
     expires_in_s: float
+
+
+# --- disks and NICs ---------------------------------------------------------------------------------------
+@from_dataclass(DiskChange, describe={
+    "host": "the host the guest is on",
+    "device": "the disk's target in the guest's definition (vdb)",
+    "action": "added, removed, resized or unchanged (a resize to the size it has)",
+    "path": "its file: a volume of the host's storage pool",
+    "size_bytes": "its virtual size (after a resize); null for a removed disk",
+    "live": "the running guest saw the change (hot-plugged, released, grown live); false: the definition only",
+    "kept": "removed: its file stays (asked with keep=true, or not Corral's to delete)",
+})
+class DiskChanged(BaseModel):
+    """What a disk request did to a guest."""
+
+
+@from_dataclass(NicChange, describe={
+    "host": "the host the guest is on",
+    "action": "added or removed",
+    "network": "the libvirt network it joins; null: a user-mode NIC",
+    "live": "the running guest saw the change (hot-plugged or released); false: the definition only",
+})
+class NicChanged(BaseModel):
+    """What a NIC request did to a guest."""
 
 
 # --- images -----------------------------------------------------------------------------------------------
@@ -359,6 +422,33 @@ class Unplaceable(BaseModel):
     reason: str
 
 
+class PlanKindOption(BaseModel):
+    """One host kind of the catalog, every server packed on it the same quick way."""
+
+    model_config = OPEN
+    kind: str
+    hosts: int
+    placed: int = Field(description="servers that fit an empty host of this kind")
+    unplaceable: int
+    lower_bound: int
+    binding: list[str] = Field(description="the resource(s) whose own bound limits the host count")
+    cost_per_year: Number
+    purchase: Number
+    energy_kwh_year: Number
+    cheapest: bool = Field(description="the lowest cost per year among the kinds that hold every server")
+
+
+class PlanKinds(BaseModel):
+    """Which hosts to buy: the host kinds of the catalog compared."""
+
+    model_config = OPEN
+    planned: str
+    method: str
+    servers: int
+    time_s: Number
+    options: list[PlanKindOption]
+
+
 class PlanDocument(BaseModel):
     """A plan (schema corral.plan/1, see docs/planning.md), plus `summary`: its summary lines."""
 
@@ -379,9 +469,47 @@ class PlanDocument(BaseModel):
     before: dict[str, Any]
     after: dict[str, Any]
     utilization: dict[str, Any]
+    binding: dict[str, Any] | None = Field(None, description="the resource(s) that bound the host count")
+    assumed: dict[str, str] | None = Field(None, description="per resource, what of its demand was assumed")
+    assumed_capacity: dict[str, str] | None = Field(None, description="per resource, capacities not in the traces")
     gaps_filled: dict[str, Any] | None = None
     costs: dict[str, Any]
+    kinds: PlanKinds | None = None
     validation: dict[str, Any] | None = None
     notes: list[str] | None = None
+    servers: dict[str, Any] | None = Field(None, description="per server: its host, peak and mean demand")
     chart: dict[str, Any]
     summary: list[str]
+
+
+# --- changing a guest -----------------------------------------------------------------------------------
+@from_dataclass(Resources, describe={"vcpus": "vCPUs it has", "max_vcpus": "how far a live raise can go",
+                                     "memory_mib": "memory it has (the balloon)",
+                                     "max_memory_mib": "the balloon's ceiling"})
+class Figures(BaseModel):
+    """A guest's vCPUs and memory (MiB), and the maxima a live raise stays within."""
+
+
+@from_dataclass(GuestResources, fields={"next_boot": Figures, "live": Figures | None}, describe={
+    "next_boot": "its definition: what it has from its next boot",
+    "live": "the running guest (null while it does not run); memory is the balloon's target",
+})
+class DomainResources(BaseModel):
+    """A guest's vCPUs and memory, like `corral set` prints them."""
+
+
+@from_dataclass(BulkOutcome, describe={
+    "ok": "the action succeeded on it",
+    "state": "its state afterwards (snapshot: its state when the snapshot was taken); null when it failed",
+    "error": "why it failed, as the single action's error says it",
+    "status": "the HTTP status the single action would have answered",
+})
+class BulkGuest(BaseModel):
+    """One guest's result in a bulk action."""
+
+
+@from_dataclass(BulkResult, first=("action", "tag", "succeeded", "failed"),
+                fields={"results": list[BulkGuest], "succeeded": int, "failed": int},
+                describe={"tag": "the tag it acted on (null: names given)"})
+class BulkOutcomes(BaseModel):
+    """A bulk action's result: one line per guest, each done even when another failed."""

@@ -17,6 +17,7 @@ from corral.adapters.lab import Lab
 from corral.core.errors import InvalidInput
 from corral.core.hosts import ACCELERATORS, POWER_DRIVERS, STORAGE_MODES, HostSpec, PowerSpec
 from corral.services.context import Corral
+from corral.services.host import HostReport
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 HostArg = Annotated[str, typer.Argument(help="Host name (see: corral host list).")]
@@ -37,6 +38,38 @@ def parse_power(driver: str, options: list[str]) -> PowerSpec:
     return PowerSpec(driver, tuple(sorted(settings)))
 
 
+def show_host_report(report: HostReport, as_json: bool, out: Console) -> None:
+    """`corral host show` (and `corral info Domain-0`): the host's facts, engine, limits and capacity."""
+    snap, cap = report.snapshot, report.capacity
+    budgets = {b.resource: b for b in cap.budgets}
+    if as_json:
+        _emit(report.as_dict())
+        return
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    kernel = f" (Linux {snap.kernel})" if snap.kernel else ""
+    table.add_row("host", f"{report.host}: {snap.hostname}{kernel}")
+    table.add_row("CPU", f"{snap.cpu_model}, {snap.cores} logical cores, {snap.cpu_pct:.0f} % busy")
+    table.add_row("memory", f"{snap.memory_total_mib} MiB, {snap.memory_used_mib} MiB used")
+    table.add_row("engine", f"[bold]{report.accelerator.engine.upper()}[/bold] — {report.accelerator.reason}")
+    table.add_row("libvirt", f"{report.libvirt_uri}: {report.running_guests} running of "
+                             f"{report.defined_guests} defined")
+    table.add_row("network", report.network_reason)
+    limits = cap.limits
+    table.add_row("limits", f"cap {limits.cap:.0%} of CPU, {limits.vcpu_overcommit:g} vCPUs per core, "
+                            f"{limits.memory_reserve_mib} MiB reserved, memory overcommit "
+                            f"{limits.memory_overcommit:g}, assumed guest load "
+                            f"{limits.assumed_guest_utilization:.0%}")
+    out.print(table)
+    caps = Table(title="Capacity (running guests)", title_justify="left")
+    for column in ("resource", "limit", "allocated", "free"):
+        caps.add_column(column, justify="right" if column != "resource" else "left")
+    labels = {"vcpus": "vCPUs", "memory": "memory (MiB)", "cpu": "expected CPU (cores)"}
+    for key in ("vcpus", "memory", "cpu"):
+        b = budgets[key]
+        caps.add_row(labels[key], f"{b.limit:g}", f"{b.used:g}", f"{b.free:g}")
+    out.print(caps)
+
+
 def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: Console) -> None:
     host_app = typer.Typer(help="The hosts Corral manages (bare `corral host`: the default host's report).",
                            invoke_without_command=True)
@@ -54,35 +87,7 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
     def show(name: Annotated[str | None, typer.Argument(help="Host name (default: the local host).")] = None,
              as_json: JsonOpt = False) -> None:
         """A host: CPU, memory, the engine in use and why, the capacity model and what is free."""
-        report = corral().host.report(name)
-        snap, cap = report.snapshot, report.capacity
-        budgets = {b.resource: b for b in cap.budgets}
-        if as_json:
-            _emit(report.as_dict())
-            return
-        table = Table(show_header=False, box=None, padding=(0, 2))
-        kernel = f" (Linux {snap.kernel})" if snap.kernel else ""
-        table.add_row("host", f"{report.host}: {snap.hostname}{kernel}")
-        table.add_row("CPU", f"{snap.cpu_model}, {snap.cores} logical cores, {snap.cpu_pct:.0f} % busy")
-        table.add_row("memory", f"{snap.memory_total_mib} MiB, {snap.memory_used_mib} MiB used")
-        table.add_row("engine", f"[bold]{report.accelerator.engine.upper()}[/bold] — {report.accelerator.reason}")
-        table.add_row("libvirt", f"{report.libvirt_uri}: {report.running_guests} running of "
-                                 f"{report.defined_guests} defined")
-        table.add_row("network", report.network_reason)
-        limits = cap.limits
-        table.add_row("limits", f"cap {limits.cap:.0%} of CPU, {limits.vcpu_overcommit:g} vCPUs per core, "
-                                f"{limits.memory_reserve_mib} MiB reserved, memory overcommit "
-                                f"{limits.memory_overcommit:g}, assumed guest load "
-                                f"{limits.assumed_guest_utilization:.0%}")
-        out.print(table)
-        caps = Table(title="Capacity (running guests)", title_justify="left")
-        for column in ("resource", "limit", "allocated", "free"):
-            caps.add_column(column, justify="right" if column != "resource" else "left")
-        labels = {"vcpus": "vCPUs", "memory": "memory (MiB)", "cpu": "expected CPU (cores)"}
-        for key in ("vcpus", "memory", "cpu"):
-            b = budgets[key]
-            caps.add_row(labels[key], f"{b.limit:g}", f"{b.used:g}", f"{b.free:g}")
-        out.print(caps)
+        show_host_report(corral().host.report(name), as_json, out)
 
     @host_app.command("list")
     def host_list(as_json: JsonOpt = False) -> None:

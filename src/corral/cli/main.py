@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import sys
 import termios
 import tty
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from corral.core.errors import BackendError, CorralError, InvalidInput
 from corral.core.spec import spec_from_mapping, spec_from_toml
+from corral.monitoring.metrics import HOST_DOMAIN
 from corral.services.context import Corral, open_corral
 
 app = typer.Typer(
@@ -24,7 +29,6 @@ app = typer.Typer(
     help="End server sprawl: run guests on one host, measure them, plan the consolidation.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 image_app = typer.Typer(help="Guest images: build the built-in one, import yours, list them.", no_args_is_help=True)
 snapshot_app = typer.Typer(help="Snapshots of a guest (internal qcow2 snapshots).", no_args_is_help=True)
@@ -39,9 +43,48 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from corral.adapters.console import SerialConsole
+    from corral.core.nics import NicInfo
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-NameArg = Annotated[str, typer.Argument(help="Domain name.")]
+# The life-cycle states `list --state` takes (libvirt's, as `corral list` shows them).
+STATES = ("running", "blocked", "paused", "shutting-down", "shut-off", "crashed", "suspended", "no-state",
+          "unreachable")
+
+
+def _complete_guest(incomplete: str) -> list[str]:
+    """Shell completion of a guest's name: the domains of every host that answers (none when libvirt does not)."""
+    try:
+        names = {row.name for host in corral().hosts for row in host.libvirt.rows()}
+    except Exception:  # completion must never print a traceback into the user's command line
+        return []
+    return sorted(n for n in names if n.startswith(incomplete))
+
+
+NameArg = Annotated[str, typer.Argument(help="Domain name.", autocompletion=_complete_guest)]
+NamesArg = Annotated[list[str], typer.Argument(help="Guest names (one or more).", autocompletion=_complete_guest,
+                                               show_default=False)]
+TaggedNamesArg = Annotated[list[str] | None, typer.Argument(help="Guest names (one or more), or none with --tag.",
+                                                            autocompletion=_complete_guest, show_default=False)]
+TagOpt = Annotated[str | None, typer.Option("--tag", help="Every guest with this tag (instead of names).",
+                                            show_default=False)]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("corral")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            number = "unknown"
+        sys.stdout.write(f"corral {number}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print Corral's version and exit.")] = False) -> None:
+    pass
 
 
 def corral() -> Corral:
@@ -59,14 +102,70 @@ def say(message: str) -> None:
     err.print(f"[dim]…[/dim] {message}")
 
 
+def error(message: str) -> None:
+    """The one form of every error: `corral: error: …` on one line of stderr."""
+    err.print(f"[red]corral: error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def exit_code(exc: CorralError) -> int:
+    return 2 if isinstance(exc, InvalidInput) else 1
+
+
+def each(names: Iterable[str], action: Callable[[str], str]) -> None:
+    """Run `action` on every name (each once, in order), printing its result line; a failure is an error line
+    and the others are still done. Exits non-zero when any failed (2 when all failures were bad input)."""
+    failures: list[CorralError] = []
+    for name in dict.fromkeys(names):
+        try:
+            line = action(name)
+        except CorralError as exc:
+            failures.append(exc)
+            named = re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", exc.message)
+            error(exc.message if named else f"{name}: {exc.message}")
+            continue
+        out.print(line, highlight=False)
+    if failures:
+        raise typer.Exit(2 if all(isinstance(exc, InvalidInput) for exc in failures) else 1)
+
+
+def each_of(names: list[str] | None, tag: str | None, action: Callable[[str], str]) -> None:
+    """`each` over the names given or, with --tag, over every guest with that tag, then a summary line."""
+    from corral.cli.edit import each_tagged, targets
+
+    chosen = targets(names, tag)
+    if tag is None:
+        each(chosen, action)
+    else:
+        each_tagged(corral(), tag, action, each, out)
+
+
 # --- listing ---------------------------------------------------------------------------------
 @app.command("list")
 def list_domains(as_json: JsonOpt = False,
-                 host: Annotated[str | None, typer.Option("--host", help="Only this host's domains.")] = None
+                 long: Annotated[bool, typer.Option("--long", "-l", help="Each guest's addresses and NICs too "
+                                                                        "(MAC, network).")] = False,
+                 host: Annotated[str | None, typer.Option("--host", help="Only this host's domains.")] = None,
+                 states: Annotated[list[str] | None, typer.Option(
+                     "--state", help=f"Only domains in this state (repeat for several): {', '.join(STATES)}.",
+                     show_default=False, autocompletion=lambda incomplete: [s for s in STATES
+                                                                            if s.startswith(incomplete)])] = None,
+                 tag: Annotated[str | None, typer.Option("--tag", help="Only guests with this tag.",
+                                                         show_default=False)] = None,
                  ) -> None:
     """Domain-0 (each host) and every guest, running or not, like `xl list`."""
+    for wanted in states or ():
+        if wanted not in STATES:
+            raise InvalidInput(f"--state {wanted!r}: must be one of {', '.join(STATES)}")
+    if tag is not None:
+        from corral.core.tags import check_tag
+
+        check_tag(tag)
     c = corral()
-    rows = c.guests.listing(host=host)
+    rows = c.guests.listing(host=host, nics=long)
+    if states:
+        rows = [r for r in rows if r.state in states]
+    if tag is not None:
+        rows = [r for r in rows if tag in r.tags]
     if as_json:
         emit_json([r.as_dict() for r in rows])
         return
@@ -75,6 +174,13 @@ def list_domains(as_json: JsonOpt = False,
     columns = ("Host", "Name", "ID", "State", "VCPUs", "Mem (MiB)", "CPU %", "Time (s)")
     for column in columns[0 if several else 1:]:
         table.add_column(column, justify="left" if column in ("Host", "Name", "State") else "right")
+    if long:
+        table.add_column("Addresses")
+        table.add_column("NICs")
+    labels = any(r.autostart or r.tags for r in rows)  # columns shown once a guest has autostart or tags
+    if labels:
+        table.add_column("Autostart")
+        table.add_column("Tags")
     for r in rows:
         unreachable = r.state == "unreachable"
         style = "red" if r.reason or unreachable else {"running": "green", "paused": "yellow",
@@ -83,13 +189,26 @@ def list_domains(as_json: JsonOpt = False,
         cells = [r.name, "-" if r.id is None else str(r.id), f"[{style}]{state}[/{style}]" if style else state,
                  "-" if unreachable else str(r.vcpus), "-" if unreachable else str(r.memory_mib),
                  "-" if r.cpu_pct is None else f"{r.cpu_pct:.1f}", "-" if unreachable else f"{r.cpu_time_s:.1f}"]
+        if long:
+            cells += _nic_cells(r.nics)
+        if labels:
+            cells += ["-" if r.autostart is None else "yes" if r.autostart else "no", ", ".join(r.tags) or "-"]
         table.add_row(*([r.host] if several else []), *cells)
     out.print(table)
 
 
 @app.command()
-def info(name: NameArg, as_json: JsonOpt = False) -> None:
-    """Everything about one guest."""
+def info(name: NameArg, as_json: JsonOpt = False,
+         host: Annotated[str | None, typer.Option("--host", help="With Domain-0: which host (default: the local "
+                                                                 "one).", show_default=False)] = None) -> None:
+    """Everything about one guest; Domain-0: the host, as `corral host show` describes it."""
+    if name == HOST_DOMAIN:
+        from corral.cli.hosts import show_host_report
+
+        show_host_report(corral().host.report(host), as_json, out)
+        return
+    if host is not None:
+        raise InvalidInput("--host goes with Domain-0 (a guest's host is found by its name)")
     details = corral().guests.info(name)
     if as_json:
         emit_json(details.as_dict())
@@ -102,29 +221,44 @@ def info(name: NameArg, as_json: JsonOpt = False) -> None:
             value = f"{value} ({details.reason})"
         if key == "disks":
             value = "\n".join(f"{d['device']} {d['format']} {d['path']}" for d in value) or "-"
+        elif key == "nics":
+            value = "\n".join(nic.describe() for nic in details.nics) or "-"
         elif isinstance(value, list):
             value = ", ".join(value) or "-"
         table.add_row(key.replace("_", " "), "-" if value is None else str(value))
     out.print(table)
 
 
+def _nic_cells(nics: list[NicInfo] | None) -> list[str]:
+    """`list --long`'s Addresses and NICs cells: a guest's IP addresses, and each NIC's MAC and network."""
+    if nics is None:  # Domain-0, or a host that cannot be reached
+        return ["-", "-"]
+    addresses = [a.cidr for nic in nics for a in nic.addresses]
+    where = [f"{nic.mac} {nic.network or nic.bridge or nic.type}" for nic in nics]
+    return ["\n".join(addresses) or "-", "\n".join(where) or "-"]
+
+
 # --- images -------------------------------------------------------------------------------
 @image_app.command("build")
-def image_build(name: Annotated[str, typer.Argument(help="Only 'tiny', the built-in image.")] = "tiny",
+def image_build(name: Annotated[str, typer.Argument(help="tiny (Debian kernel + busybox, offline) or debian "
+                                                         "(a Debian 12 server from Debian's package registry).")
+                               ] = "tiny",
                 force: Annotated[bool, typer.Option("--force", help="Rebuild even when cached.")] = False
                 ) -> None:
-    """Build the built-in tiny Linux guest (Debian kernel + busybox), offline, with progress."""
-    if name != "tiny":
-        raise InvalidInput(f"can only build the built-in image 'tiny', not {name!r}; use image import")
+    """Build one of Corral's own images, with progress: tiny, or debian (systemd, openssh-server,
+    qemu-guest-agent, cloud-init; about a minute and 600 MiB)."""
+    if name not in ("tiny", "debian"):
+        raise InvalidInput(f"can build the images 'tiny' and 'debian', not {name!r}; use image import")
     with _progress() as progress:
-        task = progress.add_task("building tiny", total=1.0)
+        task = progress.add_task(f"building {name}", total=1.0)
 
         def update(step: str, fraction: float) -> None:
-            progress.update(task, description=step, completed=fraction)
+            progress.update(task, description=step[:60], completed=fraction)
 
-        record = corral().images.build_tiny(update, force=force)
-    out.print(f"image [bold]{record.name}[/bold]: kernel {record.kernel_version}, "
-              f"{record.size_bytes / 2**20:.1f} MiB")
+        images = corral().images
+        record = images.build_tiny(update, force=force) if name == "tiny" else images.build_debian(update, force=force)
+    size = Path(record.path).stat().st_size if record.path else record.size_bytes
+    out.print(f"image [bold]{record.name}[/bold]: kernel {record.kernel_version}, {size / 2**20:.1f} MiB")
 
 
 @image_app.command("list")
@@ -177,14 +311,26 @@ def create(
     spec: Annotated[Path | None, typer.Option(help="A TOML file with the same fields.")] = None,
     start: Annotated[bool, typer.Option("--start", help="Start it after defining it.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="With --start: return when it is up.")] = False,
+    wait_timeout: Annotated[float | None, typer.Option("--wait-timeout", help="With --wait: seconds (default: "
+                                                                              "boot_timeout_s of the config).")
+                            ] = None,
     host: Annotated[str | None, typer.Option("--host", help="The host to make it on, or 'auto' to let "
                                                             "placement choose (default: the local host).")] = None,
     weigher: Annotated[str, typer.Option(help="With --host auto: pack (fill the busiest host that fits) or "
                                               "spread.")] = "pack",
     explain: Annotated[bool, typer.Option("--explain", help="With --host auto: say which filter removed which "
                                                             "host, and each host's weight.")] = False,
+    ssh_key: Annotated[list[Path] | None, typer.Option("--ssh-key", help="Disk images: a public key file "
+                                                                         "(e.g. ~/.ssh/id_ed25519.pub) for the "
+                                                                         "user; repeat for several.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Disk images: the user cloud-init makes (default: "
+                                                            "the image's own, e.g. debian).")] = None,
+    password_prompt: Annotated[bool, typer.Option("--password-prompt", help="Disk images: ask for the "
+                                                                            "user's password (hashed here).")
+                               ] = False,
 ) -> None:
-    """Define a guest (and start it with --start). Refused when it would overload the host."""
+    """Define a guest (and start it with --start). Refused when it would overload the host. A disk image
+    gets a cloud-init seed: the guest's name as hostname, --user with --ssh-key keys, DHCP."""
     from corral.adapters.traces import read_load_trace
 
     if spec is not None:
@@ -204,8 +350,24 @@ def create(
                            ("speed", speed)):
             if value is not None:
                 fields[key] = value
+        if user is not None:
+            fields["user"] = user
+        if ssh_key:
+            from corral.adapters.files import read_text
+            from corral.core.cloudinit import parse_key_file
+
+            fields["ssh_keys"] = [key for path in ssh_key for key in parse_key_file(
+                read_text(path.expanduser().absolute(), "SSH key file"), str(path))]
         # The same builder as spec files and the REST API; a relative --iso is relative to here.
         guest = spec_from_mapping(fields, base_dir=Path.cwd(), read_trace=read_load_trace)
+    if password_prompt:
+        from dataclasses import replace as with_field
+
+        from corral.adapters.passwords import hash_password
+
+        password = typer.prompt(f"password for {guest.user or 'the user'}", hide_input=True,
+                                confirmation_prompt=True)
+        guest = with_field(guest, password_hash=hash_password(password))
     if (explain or weigher != "pack") and host != "auto":
         raise InvalidInput("--explain and --weigher go with --host auto")
     if host == "auto":
@@ -214,61 +376,82 @@ def create(
             for line in placement.explain():
                 err.print(line, highlight=False)
         host = placement.chosen or "auto"  # none fits: create says why
-    details = corral().guests.create(guest, start=start, wait=wait, progress=say, host=host)
+    details = corral().guests.create(guest, start=start, wait=wait, progress=say, host=host,
+                                     wait_timeout_s=wait_timeout)
     where = f" on {details.host}" if len(corral().hosts) > 1 else ""
     out.print(f"{details.name}: {details.state}{where}")
 
 
+def _say_for(names: list[str]) -> Callable[[str], Callable[[str], None]]:
+    """Progress lines of one guest's action: named when the command was given several."""
+    return lambda name: (lambda message: say(f"{name}: {message}")) if len(set(names)) > 1 else say
+
+
 @app.command()
-def start(name: NameArg,
+def start(names: TaggedNamesArg = None, tag: TagOpt = None,
           wait: Annotated[bool, typer.Option("--wait", help="Return when the guest signals it is up (its "
                                                             "readiness line, the guest agent, or running).")
-                          ] = False) -> None:
-    """Start a guest (refused when it would overload the host)."""
-    details = corral().guests.start(name, wait=wait, progress=say)
-    out.print(f"{details.name}: {details.state}" + (" and up" if wait else ""))
+                          ] = False,
+          wait_timeout: Annotated[float | None, typer.Option("--wait-timeout", help="With --wait: seconds "
+                                                             "(default: boot_timeout_s of the config).")] = None,
+          ) -> None:
+    """Start guests, one after the other (each refused when it would overload the host)."""
+    # With --tag, several guests: each progress line names its guest.
+    progress = _say_for(names or []) if tag is None else _say_for(["", "--tag"])
+
+    def one(name: str) -> str:
+        details = corral().guests.start(name, wait=wait, progress=progress(name), wait_timeout_s=wait_timeout)
+        return f"{details.name}: {details.state}" + (" and up" if wait else "")
+
+    each_of(names, tag, one)
 
 
 @app.command()
-def shutdown(name: NameArg,
-             timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean shutdown.")] = 60,
+def shutdown(names: TaggedNamesArg = None, tag: TagOpt = None,
+             timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean shutdown (of each guest).")
+                                ] = 60,
              force: Annotated[bool, typer.Option("--force", help="Power off after the timeout.")] = False
              ) -> None:
-    """Ask the guest to shut down (ACPI power button) and wait."""
-    out.print(f"{name}: {corral().guests.shutdown(name, timeout_s=timeout, force=force).state}")
+    """Ask guests to shut down (ACPI power button) and wait, one after the other."""
+    each_of(names, tag,
+            lambda name: f"{name}: {corral().guests.shutdown(name, timeout_s=timeout, force=force).state}")
 
 
 @app.command()
-def poweroff(name: NameArg) -> None:
-    """Power a guest off at once, like pulling the plug."""
-    out.print(f"{name}: {corral().guests.poweroff(name).state}")
+def poweroff(names: TaggedNamesArg = None, tag: TagOpt = None) -> None:
+    """Power guests off at once, like pulling the plug."""
+    each_of(names, tag, lambda name: f"{name}: {corral().guests.poweroff(name).state}")
 
 
 @app.command()
-def reboot(name: NameArg) -> None:
-    """Reboot a guest (ACPI)."""
-    out.print(f"{name}: {corral().guests.reboot(name).state} (rebooting)")
+def reboot(names: NamesArg) -> None:
+    """Reboot guests (ACPI)."""
+    each(names, lambda name: f"{name}: {corral().guests.reboot(name).state} (rebooting)")
 
 
 @app.command()
-def pause(name: NameArg) -> None:
-    """Pause a running guest (its vCPUs stop; memory stays)."""
-    out.print(f"{name}: {corral().guests.pause(name).state}")
+def pause(names: NamesArg) -> None:
+    """Pause running guests (their vCPUs stop; memory stays)."""
+    each(names, lambda name: f"{name}: {corral().guests.pause(name).state}")
 
 
 @app.command()
-def resume(name: NameArg) -> None:
-    """Resume a paused guest."""
-    out.print(f"{name}: {corral().guests.resume(name).state}")
+def resume(names: NamesArg) -> None:
+    """Resume paused guests."""
+    each(names, lambda name: f"{name}: {corral().guests.resume(name).state}")
 
 
 @app.command()
-def delete(name: NameArg,
-           keep_disks: Annotated[bool, typer.Option("--keep-disks", help="Keep the guest's disks.")] = False
+def delete(names: NamesArg,
+           keep_disks: Annotated[bool, typer.Option("--keep-disks", help="Keep the guests' disks.")] = False
            ) -> None:
-    """Delete a guest: the domain, its overlay disks, its console log. Powers it off first."""
-    kept = corral().guests.delete(name, keep_disks=keep_disks)
-    out.print(f"deleted {name}" + (f"; kept {', '.join(kept)}" if kept else ""))
+    """Delete guests: the domain, its overlay disks, its console log. Powers each off first."""
+
+    def one(name: str) -> str:
+        kept = corral().guests.delete(name, keep_disks=keep_disks)
+        return f"deleted {name}" + (f"; kept {', '.join(kept)}" if kept else "")
+
+    each(names, one)
 
 
 @app.command()
@@ -279,8 +462,19 @@ def clone(source: Annotated[str, typer.Argument(help="A shut-off guest.")],
 
 
 @snapshot_app.command("create")
-def snapshot_create(name: NameArg, snapshot: Annotated[str, typer.Argument(help="Snapshot name.")]) -> None:
-    """Snapshot a guest (memory too when it runs)."""
+def snapshot_create(name: Annotated[str, typer.Argument(help="Domain name (with --tag: the snapshot name).",
+                                                       autocompletion=_complete_guest)],
+                    snapshot: Annotated[str | None, typer.Argument(help="Snapshot name.")] = None,
+                    tag: TagOpt = None) -> None:
+    """Snapshot a guest (memory too when it runs); with --tag SNAPSHOT, every guest with the tag."""
+    if tag is not None:
+        if snapshot is not None:
+            raise InvalidInput("with --tag, give only the snapshot's name")
+        each_of(None, tag, lambda guest: f"{guest}: snapshot {name} "
+                                         f"({corral().guests.snapshot_create(guest, name).state})")
+        return
+    if snapshot is None:
+        raise InvalidInput("give the guest's name and the snapshot's name (or --tag TAG and the snapshot's name)")
     snap = corral().guests.snapshot_create(name, snapshot)
     out.print(f"{name}: snapshot {snap.name} ({snap.state})")
 
@@ -447,8 +641,12 @@ def _progress() -> Progress:
 
 
 def _register_extensions() -> None:
+    from corral.cli import agent as agent_cli
     from corral.cli import collect as collect_cli
+    from corral.cli import devices as devices_cli
+    from corral.cli import edit as edit_cli
     from corral.cli import hosts as hosts_cli
+    from corral.cli import media as media_cli
     from corral.cli import monitor as monitor_cli
     from corral.cli import plan as plan_cli
     from corral.cli import serve as serve_cli
@@ -458,6 +656,10 @@ def _register_extensions() -> None:
     hosts_cli.register_migrate(app, corral, out, err)
     hosts_cli.register_balance(app, corral, out, err)
     monitor_cli.register(app, corral, out, err)
+    media_cli.register(app, corral, out, err)
+    edit_cli.register(app, corral, out, err)
+    devices_cli.register(app, corral, out, err)
+    agent_cli.register(app, corral, out, err)
     serve_cli.register(app, corral, out, err)
     collect_cli.register(app)
     plan_cli.register(app)
@@ -467,12 +669,45 @@ def _register_extensions() -> None:
 _register_extensions()
 
 
+def command() -> click.Command:
+    """The `corral` command as Click runs it. A parameter without a default shows none in its help, and one
+    without an environment variable names none when it is missing (Typer 0.16 would print `[default: None]`
+    and `(env var: 'None')`)."""
+    root = typer.main.get_command(app)
+
+    def tidy(cmd: click.Command) -> None:
+        for param in cmd.params:
+            if isinstance(param, click.Option | typer.core.TyperArgument) and (param.default is None or param.required):
+                param.show_default = False
+            if isinstance(param, click.Option) and param.envvar is None:
+                param.show_envvar = False
+        if isinstance(cmd, click.Group):
+            for sub in cmd.commands.values():
+                tidy(sub)
+
+    tidy(root)
+    return root
+
+
 def main() -> None:
+    """Run `corral`; every error, Corral's or the command line's, is one `corral: error: …` line on stderr."""
     try:
-        app()
+        code = command().main(prog_name="corral", standalone_mode=False)
     except CorralError as exc:
-        err.print(f"[red]corral: error:[/red] {exc.message}", highlight=False, soft_wrap=True)
-        raise SystemExit(2 if isinstance(exc, InvalidInput) else 1) from None
+        error(exc.message)
+        raise SystemExit(exit_code(exc)) from None
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `corral` or `corral image`: the help (Typer has
+        if exc.format_message():                         # printed it already, Click without Rich has not)
+            click.echo(exc.format_message(), err=True)
+        raise SystemExit(exc.exit_code) from None
+    except click.ClickException as exc:
+        hint = f" Try '{exc.ctx.command_path} --help'." if isinstance(exc, click.UsageError) and exc.ctx else ""
+        error(exc.format_message() + hint)
+        raise SystemExit(exc.exit_code) from None
+    except click.Abort:
+        error("aborted")
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         err.print("corral: interrupted")
         raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

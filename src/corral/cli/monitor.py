@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import select
 import signal
@@ -23,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from corral.core.errors import InvalidInput
+from corral.core.errors import InvalidInput, NotFound
 from corral.monitoring.metrics import HOST_DOMAIN, UNITS, Sample
 from corral.services.context import Corral
 
@@ -84,7 +85,7 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
         if prometheus:
             from corral.monitoring.exporter import serve_metrics
 
-            server = serve_metrics(prometheus, service.prometheus_text)
+            server = serve_metrics(prometheus, corral().prometheus.registry)
             err.print(f"Prometheus metrics at http://{prometheus}/metrics")
         every = interval or service.settings.monitor.interval_s
         err.print(f"sampling every {every:g} s into {service.settings.metrics_path} (Ctrl-C or SIGTERM stops)")
@@ -108,12 +109,24 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
     def top(
         interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
         sort: Annotated[str, typer.Option(help="name|cpu|memory|disk|network")] = "cpu",
-        iterations: Annotated[int, typer.Option(help="Stop after N refreshes (0: until q).")] = 0,
+        iterations: Annotated[int, typer.Option(help="Stop after N refreshes (0: until q, or Ctrl-C with --batch).")
+                              ] = 0,
+        batch: Annotated[bool, typer.Option("--batch", "-b", help="Print a plain table every interval instead of "
+                                                                  "the full-screen view, like xentop -b (the "
+                                                                  "choice too when the output is no terminal).")
+                         ] = False,
     ) -> None:
         """Live view like xentop: Domain-0 and every guest. Keys: c m d w n sort, r reverse, q quit."""
         if sort not in SORT_KEYS.values():
             raise InvalidInput(f"--sort must be one of {', '.join(SORT_KEYS.values())}")
+        if not (math.isfinite(interval) and interval > 0):
+            raise InvalidInput(f"--interval {interval:g}: must be more than 0 seconds")
+        if iterations < 0:
+            raise InvalidInput(f"--iterations {iterations}: must be 0 (no end) or more")
         c = corral()
+        if batch or not out.is_terminal:
+            _top_batch(c, out, interval, sort, iterations)
+            return
         sort_by, reverse = sort, True
         c.monitoring.cluster.sample()
         samples: list[Sample] = []
@@ -168,8 +181,8 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
             writer.writerows(rows)
             return
         if not rows:
-            err.print(f"no samples of {name} in the last {since} (is `corral monitor` running?)")
-            raise typer.Exit(1)
+            raise NotFound(f"no samples of {name} in the last {since} (is `corral monitor` or `corral serve` "
+                           "running?)")
         table = Table(title=f"{name}, last {since}: {len(rows)} samples from "
                             f"{datetime.fromtimestamp(rows[0]['time']):%Y-%m-%d %H:%M} to "
                             f"{datetime.fromtimestamp(rows[-1]['time']):%H:%M}",
@@ -189,6 +202,26 @@ def register(app: typer.Typer, corral: Callable[[], Corral], out: Console, err: 
         out.print(table)
 
 
+def _top_batch(c: Corral, out: Console, interval: float, sort: str, iterations: int) -> None:
+    """`top --batch`: every interval, a time line and the table as plain text, flushed (for a pipe or a log).
+    Each table's rates are over the interval before it. A reader that goes away (`| head`) ends it quietly:
+    Rich exits then, as for every command."""
+    c.monitoring.cluster.sample()
+    deadline = time.monotonic() + interval
+    count = 0
+    while not iterations or count < iterations:
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        samples = c.monitoring.cluster.sample()
+        deadline = time.monotonic() + interval
+        states = {row.name: row.state for host in c.hosts for row in host.libvirt.rows()}
+        count += 1
+        out.print(f"corral top — {datetime.now():%Y-%m-%d %H:%M:%S} — every {interval:g} s — sorted by {sort}",
+                  highlight=False, soft_wrap=True)
+        out.print(_live_table(samples, states, sort, True))
+        out.print()
+        out.file.flush()
+
+
 def _sample_dict(sample: Sample) -> dict[str, Any]:
     return {"time": sample.time, "domain": sample.domain, **dict(sample.values)}
 
@@ -203,7 +236,7 @@ def _live_table(samples: Sequence[Sample], states: dict[str, str], sort: str, re
     names = list(dict.fromkeys(names))
     # Compact headers so that 80 columns hold every column; names are never cut.
     table = Table(header_style="bold reverse", box=None, expand=True, padding=(0, 1))
-    table.add_column("NAME", no_wrap=True, min_width=max(*(len(n) for n in host_rows), *(len(n) for n in names)))
+    table.add_column("NAME", no_wrap=True, min_width=max(len(n) for n in [*host_rows, *names]))
     table.add_column("STATE", no_wrap=True)
     for column in ("CPU%", "HOST%", "MEM MiB", "MEM%", "DISK R/W KiB/s", "IOPS R/W", "NET RX/TX KiB/s"):
         table.add_column(column, justify="right")

@@ -95,8 +95,9 @@ def _resources(text: str | None) -> list[str] | None:
 
 
 def _data_json(d: dict[str, Any]) -> dict[str, Any]:
-    """plan.json without the bulky chart section (for --json output)."""
-    return {k: v for k, v in d.items() if k != "chart"}
+    """plan.json without its bulky sections, the charts and the per-server figures (for --json output:
+    ``hosts`` still says which server is where)."""
+    return {k: v for k, v in d.items() if k not in ("chart", "servers")}
 
 
 def register(app: typer.Typer) -> None:
@@ -108,7 +109,7 @@ def register(app: typer.Typer) -> None:
         host_kind: str = typer.Option(DEFAULT_HOST_KIND, "--host-kind", help="Host kind (see `corral host-kinds`)."),
         cap: float = typer.Option(DEFAULT_CAP, "--cap", help="Highest allowed utilization of a host, 0-1."),
         percentile: float | None = typer.Option(
-            None, "--percentile", help="Allow the worst (100-P) %% of steps above the cap (never above 100 %%)."
+            None, "--percentile", help="Allow the worst (100-P) % of steps above the cap (never above 100 %)."
         ),
         resources: str | None = typer.Option(None, "--resources", help="cpu,mem,disk,net (default: all in traces)."),
         out: Path = typer.Option(Path("plan.json"), "--out", help="Where to write plan.json."),
@@ -122,13 +123,14 @@ def register(app: typer.Typer) -> None:
         before_kind: str = typer.Option(DEFAULT_BEFORE_KIND, "--before-kind",
                                         help="Kind of each server's own machine."),
         html: Path | None = typer.Option(None, "--html", help="Also write the HTML report."),
+        csv_out: Path | None = typer.Option(None, "--csv", help="Also write the server -> host table as CSV."),
         as_json: bool = typer.Option(False, "--json", help="Print the plan summary as JSON on stdout."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
         save: str | None = typer.Option(None, "--save", help="Also keep it in Corral's plan library as NAME."),
     ) -> None:
         """Plan the consolidation of the traced servers onto as few hosts as possible."""
         from corral.planning.report import summary_lines, write_html_report
-        from corral.planning.serialize import write_plan_json
+        from corral.planning.serialize import write_assignment_csv, write_plan_json
         from corral.services.plans import PlanRequest, PlanService
 
         with _errors():
@@ -148,11 +150,14 @@ def register(app: typer.Typer) -> None:
                 service.save(save, data)
             if html is not None:
                 write_html_report(data, html)
+            if csv_out is not None:
+                write_assignment_csv(data, csv_out)
         if as_json:
             _emit([json.dumps(_data_json(data), indent=1)])
         else:
             _emit([*summary_lines(data),
                    f"plan written to {one_line(out)}" + (f", report to {one_line(html)}" if html else "")
+                   + (f", server -> host table to {one_line(csv_out)}" if csv_out else "")
                    + (f", kept as {save!r} (corral serve shows it)" if save else "")])
         if data["unplaceable"]:
             first = data["unplaceable"][0]
@@ -167,21 +172,26 @@ def register(app: typer.Typer) -> None:
     def report_cmd(
         plan_file: Path = typer.Argument(..., help="A plan.json written by `corral plan`."),
         html: Path | None = typer.Option(None, "--html", help="Write the self-contained HTML report here."),
+        csv_out: Path | None = typer.Option(None, "--csv", help="Write the server -> host table here, as CSV."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     ) -> None:
-        """Summarize a plan in the terminal and write its HTML report."""
+        """Summarize a plan in the terminal, write its HTML report and its server -> host table."""
         from corral.planning.report import summary_lines, write_html_report
+        from corral.planning.serialize import write_assignment_csv
         from corral.services.plans import read_file
 
         with _errors():
             data = read_file(plan_file)
             if html is not None:
                 write_html_report(data, html)
+            if csv_out is not None:
+                write_assignment_csv(data, csv_out)
             lines = summary_lines(data)
         if as_json:
             _emit([json.dumps(_data_json(data), indent=1)])
         else:
-            _emit(lines + ([f"report written to {one_line(html)}"] if html is not None else []))
+            _emit(lines + ([f"report written to {one_line(html)}"] if html is not None else [])
+                  + ([f"server -> host table written to {one_line(csv_out)}"] if csv_out is not None else []))
 
     @app.command("host-kinds")
     def host_kinds_cmd(

@@ -170,6 +170,34 @@ def _pick_target(
 
 
 @njit(cache=True)
+def _pick_relief(
+    v: int, src: int, mu: Any, var: Any, h_mu: Any, h_var: Any, h_n: Any, capacity: Any, core: Any, vm_cores: Any,
+    vm_req: Any, vm_ram: Any, mem_used: Any, host_mem: Any, enforce_mem: bool, blocked: Any, z: float, limit: float,
+    vm_other: Any, other_used: Any, host_other: Any,
+) -> int:
+    """The overloaded source's last resort, when no host keeps its upper forecast under the limit with
+    guest v and none can be woken: the running host where v's expected demand fits under the limit and
+    whose upper forecast after the move, as a share of its capacity, is the lowest and below the
+    source's now. A certain overload is traded for a smaller risk (a guest whose load just stepped up
+    carries the step in its spread for a window, which alone would keep it where it overloads)."""
+    best = -1
+    best_peak = _upper(h_mu[src], h_var[src], z) / capacity[src]
+    for g in range(capacity.shape[0]):
+        if g == src or blocked[g] or h_n[g] == 0:
+            continue
+        if core[g] * vm_cores[v] < vm_req[v] or h_mu[g] + mu[v] > limit * capacity[g]:
+            continue
+        if enforce_mem and mem_used[g] + vm_ram[v] > host_mem[g]:
+            continue
+        if not _others_fit(v, g, vm_other, other_used, host_other, limit):
+            continue
+        peak = _upper(h_mu[g] + mu[v], h_var[g] + var[v], z) / capacity[g]
+        if peak < best_peak - 1e-12:
+            best, best_peak = g, peak
+    return best
+
+
+@njit(cache=True)
 def corral_round(
     t: float, step: float, z: float, target: float, margin: float, dwell: float, migration_wh: float,
     capacity: Any, core: Any, curve: Any, migration_mbps: Any, host_mem: Any, enforce_mem: bool,
@@ -229,6 +257,9 @@ def corral_round(
             g = _pick_target(v, h, mu, var, h_mu, h_var, h_n, capacity, core, eff, vm_cores, vm_req, vm_ram,
                              mem_used, host_mem, enforce_mem, blocked, z, target, True, vm_other, other_used,
                              host_other)
+            if g < 0:
+                g = _pick_relief(v, h, mu, var, h_mu, h_var, h_n, capacity, core, vm_cores, vm_req, vm_ram, mem_used,
+                                 host_mem, enforce_mem, blocked, z, target, vm_other, other_used, host_other)
             moved[v] = True
             if g < 0:
                 continue

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from corral.core.errors import InvalidInput
 from corral.core.spec import MAX_TRACE_STEPS, TRACE_STEP_MS, LoadSpec
+from corral.core.tags import read_tag
 
 CORRAL_NS = "https://corral.dev/xmlns/guest/1"
 ET.register_namespace("corral", CORRAL_NS)
@@ -49,6 +50,7 @@ TEXT: Codec[str] = Codec(str, str)
 PATH: Codec[Path] = Codec(Path, str)
 INT: Codec[int] = Codec(int, str)
 NUMBER: Codec[float] = Codec(float, lambda v: f"{v:g}")
+TAG: Codec[str] = Codec(read_tag, str)
 
 
 def _read_percents(text: str) -> tuple[int, ...]:
@@ -199,6 +201,8 @@ class CorralMeta:
     # Where its own files are: "files" in Corral's data folder (a host that shares it), or "pool": volumes
     # of the corral storage pool on its host, reached only through libvirt's storage API.
     storage: str = field(default="files", metadata=spelled("storage", TEXT))
+    # Short labels (`corral tag`), one `<corral:tag>` each; one that is not a tag (edited by hand) is ignored.
+    tags: tuple[str, ...] = field(default=(), metadata=spelled("tag", TAG, many=True))
 
 
 #: The declaration, in the order the elements are written: (CorralMeta field, spelling, default).
@@ -273,6 +277,7 @@ class DiskPlan:
     owned: bool = True  # made by Corral for this guest: removed with it
     backing: Path | None = None  # an overlay's base image (read-only, never relabeled)
     backing_format: str | None = None
+    readonly: bool = False  # a disk the guest only reads (its cloud-init seed: virtio, which every kernel has)
 
 
 @dataclass(frozen=True)
@@ -321,9 +326,11 @@ def build_domain_xml(plan: DomainPlan) -> str:
         if plan.cmdline:
             ET.SubElement(os_el, "cmdline").text = plan.cmdline
     else:
+        # The disk first, then the CD: a blank disk is not bootable, so the installer on the CD starts;
+        # once it has installed onto the disk, the guest boots from the disk (as Proxmox orders them).
+        ET.SubElement(os_el, "boot", dev="hd")
         if any(d.device == "cdrom" for d in plan.disks):
             ET.SubElement(os_el, "boot", dev="cdrom")
-        ET.SubElement(os_el, "boot", dev="hd")
     features = ET.SubElement(dom, "features")
     ET.SubElement(features, "acpi")
     ET.SubElement(features, "apic")
@@ -353,6 +360,8 @@ def build_domain_xml(plan: DomainPlan) -> str:
             sata_index += 1
         else:
             ET.SubElement(el, "target", dev=f"vd{chr(ord('a') + virtio_index)}", bus="virtio")
+            if disk.readonly:
+                ET.SubElement(el, "readonly")
             virtio_index += 1
     if plan.network:  # a tap on the network's bridge: the host can count its traffic
         nic = ET.SubElement(devices, "interface", type="network")
@@ -420,6 +429,55 @@ def harden_domain_xml(xml: str, backing: dict[Path, tuple[Path, str]]) -> str | 
         disk.insert(list(disk).index(source) + 1 if source is not None else 0, store)
         changed = True
     return ET.tostring(root, encoding="unicode") if changed else None
+
+
+def eject_media_xml(xml: str, device: str | None = None) -> list[tuple[str, str]]:
+    """For `media eject`: each CD drive holding media (or only `device`, e.g. sda) as (its target, its
+    device XML without the media), for libvirt's update-device. Raises InvalidInput when there is
+    nothing to eject, naming the drives there are."""
+    root = ET.fromstring(xml)
+    drives = [d for d in root.iterfind("devices/disk") if d.get("device") == "cdrom"]
+    names = [_target_dev(d) for d in drives]
+    if device is not None and device not in names:
+        raise InvalidInput(f"{root.findtext('name')} has no CD drive {device}" +
+                           (f" (its CD drives: {', '.join(names)})" if names else " (it has no CD drive)"))
+    out = []
+    for drive, target in zip(drives, names, strict=True):
+        source = drive.find("source")
+        if (device is not None and target != device) or source is None or not source.get("file"):
+            continue
+        emptied = ET.fromstring(ET.tostring(drive, encoding="unicode"))
+        for child in list(emptied):
+            if child.tag in ("source", "backingStore", "alias", "address"):
+                emptied.remove(child)
+        out.append((target, ET.tostring(emptied, encoding="unicode")))
+    if not out:
+        where = f"CD drive {device}" if device else "any CD drive"
+        raise InvalidInput(f"{root.findtext('name')} has no media in {where} to eject")
+    return out
+
+
+def _target_dev(disk: ET.Element) -> str:
+    target = disk.find("target")
+    return target.get("dev", "?") if target is not None else "?"
+
+
+def boot_from_disk_first(xml: str) -> str | None:
+    """A definition whose boot order puts the disk before the CD (for an older Corral's ISO guests,
+    which booted the CD first); None when it already does or names no boot devices."""
+    root = ET.fromstring(xml)
+    os_el = root.find("os")
+    if os_el is None:
+        return None
+    boots = os_el.findall("boot")
+    order = [b.get("dev") for b in boots]
+    if "hd" not in order or order[0] == "hd":
+        return None
+    first = os_el.find("boot")
+    hd = next(b for b in boots if b.get("dev") == "hd")
+    os_el.remove(hd)
+    os_el.insert(list(os_el).index(first) if first is not None else len(os_el), hd)
+    return ET.tostring(root, encoding="unicode")
 
 
 @dataclass(frozen=True)
@@ -683,3 +741,115 @@ def set_meta_storage(xml: str, storage: str) -> str:
             el = ET.SubElement(meta, f"{{{CORRAL_NS}}}storage")
         el.text = storage
     return ET.tostring(root, encoding="unicode")
+
+
+def meta_with_tags(xml: str, tags: tuple[str, ...]) -> str | None:
+    """A domain's `<corral:guest>` element with its tags replaced by `tags` (already checked), everything else
+    in it kept; None for a domain Corral did not make. Written without its namespace, as libvirt's metadata
+    call takes it (libvirt puts Corral's namespace on it and every element inside)."""
+    root = ET.fromstring(xml)
+    guest = root.find(f"metadata/{{{CORRAL_NS}}}guest")
+    if guest is None:
+        return None
+    spelling = next(s for n, s, _d in GUEST_META if n == "tags")
+    _put(guest, spelling, tags)
+    for el in guest.iter():
+        el.tag = el.tag.removeprefix(f"{{{CORRAL_NS}}}")
+    return ET.tostring(guest, encoding="unicode")
+
+
+# --------------------------------------------------------------------------- a guest's disks and NICs, changed
+#
+# `corral disk …` and `corral nic …` hot-plug devices into a guest (libvirt's attach-device and detach-device):
+# the device XML is built here, and the disks and NICs a definition has are read back here.
+
+
+@dataclass(frozen=True)
+class DomainDisk:
+    """One disk or CD drive of a domain as its XML declares it."""
+
+    target: str  # vda, sda
+    device: str  # disk | cdrom
+    bus: str
+    path: Path | None  # its file (None: an empty CD drive, or a disk that is not a file)
+    format: str
+    xml: str  # its <disk> element, as detach-device wants it
+
+
+def domain_disks(xml: str) -> list[DomainDisk]:
+    """The disks and CD drives a domain XML declares, in its order."""
+    disks = []
+    for el in ET.fromstring(xml).iterfind("devices/disk"):
+        target = el.find("target")
+        source = el.find("source")
+        driver = el.find("driver")
+        file = source.get("file") if source is not None else None
+        disks.append(DomainDisk(target.get("dev", "") if target is not None else "", el.get("device", "disk"),
+                                target.get("bus", "") if target is not None else "",
+                                Path(file) if file else None,
+                                driver.get("type", "raw") if driver is not None else "raw",
+                                ET.tostring(el, encoding="unicode")))
+    return disks
+
+
+def disk_target_name(index: int, prefix: str = "vd") -> str:
+    """The `index`th target name, as Linux names disks: vda … vdz, vdaa, vdab …"""
+    if index < 0:
+        raise ValueError(f"a disk index must not be negative, not {index}")
+    letters = ""
+    while True:
+        letters = chr(ord("a") + index % 26) + letters
+        index = index // 26 - 1
+        if index < 0:
+            return prefix + letters
+
+
+def next_disk_target(*xmls: str) -> str:
+    """The first virtio target (vdX) no disk of any of these XMLs (the definition, the running guest's) uses."""
+    used = {d.target for xml in xmls for d in domain_disks(xml)}
+    return next(name for name in map(disk_target_name, itertools.count()) if name not in used)
+
+
+def disk_device_xml(path: Path, target: str, fmt: str = "qcow2") -> str:
+    """A virtio disk backed by a file, for attach-device (the same shape as the disks of `build_domain_xml`)."""
+    el = ET.Element("disk", type="file", device="disk")
+    ET.SubElement(el, "driver", name="qemu", type=fmt)
+    ET.SubElement(el, "source", file=str(path))
+    ET.SubElement(el, "target", dev=target, bus="virtio")
+    return ET.tostring(el, encoding="unicode")
+
+
+def nic_device_xml(mac: str, network: str | None, model: str = "virtio") -> str:
+    """A NIC with a given MAC on a libvirt network (a tap on its bridge), or user-mode with no network."""
+    el = ET.Element("interface", type="network" if network else "user")
+    ET.SubElement(el, "mac", address=mac)
+    if network:
+        ET.SubElement(el, "source", network=network)
+    ET.SubElement(el, "model", type=model)
+    return ET.tostring(el, encoding="unicode")
+
+
+def domain_nic_xml(xml: str, mac: str) -> str | None:
+    """The <interface> element with this MAC (any case) in a domain XML, as detach-device wants it."""
+    for iface in ET.fromstring(xml).iterfind("devices/interface"):
+        found = iface.find("mac")
+        if found is not None and found.get("address", "").lower() == mac.lower():
+            return ET.tostring(iface, encoding="unicode")
+    return None
+
+
+def meta_with_owned_files(xml: str, owned: tuple[Path, ...]) -> str:
+    """A Corral guest's `<corral:guest>` element with its owned files changed to `owned`, everything else as
+    it was, for libvirt's set-metadata: without namespace prefixes (libvirt puts the element and all its
+    children in Corral's namespace itself, and refuses an element that declares it). InvalidInput for a
+    domain Corral did not make."""
+    root = ET.fromstring(xml)
+    guest = root.find(f"metadata/{{{CORRAL_NS}}}guest")
+    if guest is None:
+        raise InvalidInput(f"{root.findtext('name')} was not made by Corral: it has no Corral metadata")
+    spelling = dict((name, s) for name, s, _default in GUEST_META)["owned_files"]
+    _put(guest, spelling, owned)
+    for el in guest.iter():
+        if el.tag.startswith(f"{{{CORRAL_NS}}}"):
+            el.tag = el.tag[len(CORRAL_NS) + 2:]
+    return ET.tostring(guest, encoding="unicode").strip()

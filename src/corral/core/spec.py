@@ -149,9 +149,17 @@ class GuestSpec:
     disk_gib: float | None = None  # None: the image's own size (or none for the tiny image)
     iso: Path | None = None
     load: LoadSpec = field(default_factory=LoadSpec)
+    # First boot (cloud-init, for disk images): the user to make (None: the image's default user), the
+    # SSH public keys they get, and their password as a crypt(3) hash (None: password login off).
+    user: str | None = None
+    ssh_keys: tuple[str, ...] = ()
+    password_hash: str | None = None
 
     def __post_init__(self) -> None:
+        from corral.core.cloudinit import FirstBoot
+
         check_domain_name(self.name)
+        FirstBoot(self.name, "check", self.user, tuple(self.ssh_keys), self.password_hash)  # raises on bad input
         check_name(self.image, "image name")
         for what, value in (("vcpus", self.vcpus), ("memory", self.memory_mib)):
             if isinstance(value, bool) or not isinstance(value, int):
@@ -169,7 +177,7 @@ class GuestSpec:
             raise InvalidInput(f"disk={self.disk_gib:g} GiB must be between {MIN_DISK_GIB:g} and {MAX_DISK_GIB}")
 
 
-_SPEC_FIELDS = {"name", "image", "vcpus", "memory", "disk", "iso", "load", "load_trace", "speed"}
+_SPEC_FIELDS = {"name", "image", "vcpus", "memory", "disk", "iso", "load", "load_trace", "speed", "user", "ssh_keys"}
 
 #: Reads a load trace file (the PlanetLab layout: one CPU percent per line) into its values, or raises
 #: InvalidInput with one line saying what is wrong; the shell's is `corral.adapters.traces.read_load_trace`.
@@ -203,6 +211,12 @@ def spec_from_mapping(data: Mapping[str, Any], *, base_dir: Path | None = None,
             raise InvalidInput("spec field 'iso' must be a path string")
         iso_path = check_path(iso, "iso", base=base_dir)  # relative to the spec file (or the CLI's folder)
     disk = data.get("disk")
+    user = data.get("user")
+    if user is not None and not isinstance(user, str):
+        raise InvalidInput("spec field 'user' must be a user name")
+    keys = data.get("ssh_keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise InvalidInput("spec field 'ssh_keys' must be a list of SSH public key lines")
     return GuestSpec(
         name=data["name"],
         image=data["image"],
@@ -211,6 +225,8 @@ def spec_from_mapping(data: Mapping[str, Any], *, base_dir: Path | None = None,
         disk_gib=None if disk is None else _number(disk, "disk"),
         iso=iso_path,
         load=load,
+        user=user,
+        ssh_keys=tuple(keys),
     )
 
 

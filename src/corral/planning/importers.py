@@ -8,6 +8,7 @@ every value is checked (finite, non-negative, below ``MAX_VALUE``; timestamps be
 
 from __future__ import annotations
 
+import csv
 import gzip
 import math
 import os
@@ -63,6 +64,12 @@ class PlanetLabSizes:
     ram_mb: tuple[float, ...] = (870.0, 1740.0, 1740.0, 613.0)
     step_s: float = 300.0
 
+    def assumed(self) -> dict[str, str]:
+        """What of the traces these sizes make up (TraceSet.assumed): the files hold CPU percentages
+        only, so CPU in MHz rests on the sizes' MIPS and memory is the sizes' RAM, never measured."""
+        whose = "CloudSim VM" if self == PlanetLabSizes() else "given VM"
+        return {"cpu": f"measured %, sizes assumed: {whose} MIPS", "mem": f"assumed: {whose} sizes"}
+
 
 def _files(folder: Path, limits: InputLimits | None = None) -> list[Path]:
     return list_folder(folder, limits or InputLimits())
@@ -97,6 +104,36 @@ def _name(value: str, path: Path, line: int | None, what: str) -> str:
     if not value.isprintable():
         raise TraceFormatError(str(path), line, f"{what} {shown(repr(value))} contains unprintable characters")
     return value
+
+
+def _csv_records(
+    lines: Iterator[tuple[int, str]], path: Path, *, delimiter: str = ",", comments: bool = True, strip: bool = True
+) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each record of a CSV file, parsed by the ``csv`` module: a field may be
+    quoted, and a quoted field may hold the delimiter or a doubled quote. Blank lines (and, with
+    ``comments``, lines starting with '#') are skipped; with ``strip``, fields lose surrounding blanks (numbers
+    need not: float() ignores them). ``lines`` come from ``read_lines``, so every bound is enforced while
+    reading; a quoted field may not run over lines."""
+    consumed: list[int] = []  # the numbers of the lines the reader took for the record it is making
+
+    def feed() -> Iterator[str]:
+        for no, raw in lines:
+            text = raw.lstrip()
+            if not text or (comments and text[0] == "#"):
+                continue
+            consumed.append(no)
+            yield raw + "\n"
+
+    try:
+        for fields in csv.reader(feed(), delimiter=delimiter, skipinitialspace=True):
+            # A quote left open takes the next lines into its field (or, on the last line, the newline).
+            if len(consumed) > 1 or (fields and fields[-1].endswith("\n")):
+                raise TraceFormatError(
+                    str(path), consumed[0], "a quoted field runs over the end of the line (a quote not closed?)"
+                )
+            yield consumed.pop(), [f.strip() for f in fields] if strip else fields
+    except csv.Error as exc:
+        raise TraceFormatError(str(path), consumed[0] if consumed else None, f"bad CSV: {exc}") from None
 
 
 def _new_server(per: dict[str, array[float]], name: str, budget: Budget, path: Path, line: int) -> array[float]:
@@ -198,13 +235,17 @@ def read_bitbrains_file(path: Path, budget: Budget | None = None) -> tuple[Serve
     header = next(lines, (1, ""))[1]
     if not header.startswith(BITBRAINS_HEADER_START):
         raise TraceFormatError(str(path), 1, f"not a Bitbrains header (expected {BITBRAINS_HEADER_START!r})")
-    for no, raw in lines:
-        if not raw.strip():
-            continue
-        parts = raw.split(";")
+    for no, parts in _csv_records(lines, path, delimiter=";", comments=False, strip=False):
         if len(parts) != 11:
             raise TraceFormatError(str(path), no, f"{len(parts)} fields, expected 11")
         budget.add_row(path, no)
+        try:  # the common case at C speed; anything odd goes through _number, which names the problem
+            row = list(map(float, parts))
+        except ValueError:
+            row = []
+        if row and 0 <= row[0] <= MAX_BITBRAINS_TIMESTAMP and all(0 <= v <= MAX_VALUE for v in row[1:]):
+            buf.extend(row)  # NaN and infinities fail the comparisons above
+            continue
         buf.append(_number(parts[0], path, no, "column 1", high=MAX_BITBRAINS_TIMESTAMP))
         buf.extend(_number(p, path, no, f"column {j + 2}") for j, p in enumerate(parts[1:]))
     if not buf:
@@ -273,14 +314,11 @@ def load_bitbrains(
 
 # ---------------------------------------------------------------- collect / plain CSV
 def _read_csv(path: Path, budget: Budget) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    lines = (
-        (no, raw) for no, raw in read_lines(path, budget) if raw.strip() and not raw.lstrip().startswith("#")
-    )
+    records = _csv_records(read_lines(path, budget), path)
     try:
-        header_no, header = next(lines)
+        header_no, cols = next(records)
     except StopIteration:
         raise TraceFormatError(str(path), None, "empty file") from None
-    cols = [c.strip() for c in header.strip().split(",")]
     seen: set[str] = set()
     for c in cols:
         if c in seen:
@@ -288,8 +326,7 @@ def _read_csv(path: Path, budget: Budget) -> tuple[list[str], Iterator[tuple[int
         seen.add(c)
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        for no, raw in lines:
-            parts = [p.strip() for p in raw.rstrip("\r\n").split(",")]
+        for no, parts in records:
             if len(parts) != len(cols):
                 raise TraceFormatError(str(path), no, f"{len(parts)} fields, expected {len(cols)}")
             budget.add_row(path, no)
@@ -443,7 +480,10 @@ def detect_format(path: Path, limits: InputLimits | None = None) -> str:
         raise TraceFormatError(str(first), None, "empty file: cannot detect its format")
     if line.startswith(BITBRAINS_HEADER_START):
         return "bitbrains"
-    cols = [c.strip() for c in line.split(",")]
+    try:
+        cols = [c.strip() for c in next(csv.reader([line], skipinitialspace=True), [])]
+    except csv.Error:
+        cols = []
     if all(c in cols for c in COLLECT_COLUMNS):
         return "collect"
     if cols[:2] == list(CSV_COLUMNS):
@@ -613,6 +653,7 @@ def load_traces(
         else:
             traces = load_plain_csv(files, progress, budget)
         ts = align(traces, limits=lim)
+    assumed = (planetlab_sizes or PlanetLabSizes()).assumed() if fmt == "planetlab" else {}
     return TraceSet(
         names=ts.names,
         start_s=ts.start_s,
@@ -621,4 +662,6 @@ def load_traces(
         capacity=ts.capacity,
         filled=ts.filled,
         notes=tuple(notes) + ts.notes,
+        assumed={r: v for r, v in assumed.items() if r in ts.demand},
+        assumed_capacity=ts.assumed_capacity,
     )

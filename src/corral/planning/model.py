@@ -30,7 +30,8 @@ class ServerTrace:
     """One server as measured: sample times (unix seconds, ascending) and demand per resource.
 
     ``demand[r]`` has the same length as ``timestamps``; NaN marks a missing sample (a gap).
-    ``capacity[r]`` is the server's own capacity in the same unit (used for its utilization before).
+    ``capacity[r]`` is the server's own capacity in the same unit (used for its utilization before);
+    a resource without one gets the server's peak demand (``align`` records that as assumed).
     """
 
     name: str
@@ -42,7 +43,14 @@ class ServerTrace:
 
 @dataclass(frozen=True)
 class TraceSet:
-    """Servers aligned on one grid: ``demand[r]`` has shape (servers, steps), no NaN, all >= 0."""
+    """Servers aligned on one grid: ``demand[r]`` has shape (servers, steps), no NaN, all >= 0.
+
+    ``assumed[r]`` says, in a few words, what of resource ``r``'s demand was assumed rather than
+    measured (e.g. ``"assumed: CloudSim VM sizes"``); ``assumed_capacity[r]``, for which servers
+    the traces gave no capacity of ``r`` (their peak stands in: only their utilization "before"
+    rests on it). A resource absent from both is measured. The report flags them wherever it shows
+    the figures they touch.
+    """
 
     names: tuple[str, ...]
     start_s: float
@@ -51,6 +59,8 @@ class TraceSet:
     capacity: Mapping[str, FloatArray]
     filled: npt.NDArray[np.int64]
     notes: tuple[str, ...] = field(default=())
+    assumed: Mapping[str, str] = field(default_factory=dict)
+    assumed_capacity: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def n_servers(self) -> int:
@@ -77,6 +87,8 @@ class TraceSet:
             capacity={r: a[idx] for r, a in self.capacity.items()},
             filled=self.filled[idx],
             notes=self.notes,
+            assumed=dict(self.assumed),
+            assumed_capacity=dict(self.assumed_capacity),
         )
 
 
@@ -87,10 +99,13 @@ def make_traceset(
     *,
     step_s: float = 300.0,
     start_s: float = 0.0,
+    assumed: Mapping[str, str] | None = None,
 ) -> TraceSet:
     """Build an aligned TraceSet from arrays already on one grid (tests, synthetic data, the demo).
 
-    Raises PlanningError on mismatched shapes, NaN or negative values.
+    A resource without a capacity gets each server's peak (recorded in ``assumed_capacity``);
+    ``assumed`` says what of the demand was assumed rather than measured (see TraceSet). Raises
+    PlanningError on mismatched shapes, NaN or negative values.
     """
     if not names:
         raise EmptyInputError("no servers given")
@@ -116,8 +131,11 @@ def make_traceset(
     if len(steps) != 1:
         raise PlanningError(f"resources have different numbers of steps: {sorted(steps)}")
     cap: dict[str, FloatArray] = {}
+    no_capacity: dict[str, str] = {}
     for r, a in dem.items():
         c = None if capacity is None else capacity.get(r)
+        if c is None:
+            no_capacity[r] = CAPACITY_FROM_PEAK
         cap[r] = a.max(axis=1) if c is None else np.broadcast_to(np.asarray(c, np.float64), (len(names),)).copy()
         if np.any(~np.isfinite(cap[r]) | (cap[r] < 0)):
             raise PlanningError(f"{r}: capacities must be finite and non-negative")
@@ -129,7 +147,13 @@ def make_traceset(
         demand=dem,
         capacity=cap,
         filled=np.zeros(len(names), dtype=np.int64),
+        assumed={r: v for r, v in (assumed or {}).items() if r in dem and v},
+        assumed_capacity=no_capacity,
     )
+
+
+#: What ``assumed_capacity`` says of a resource whose servers' capacities were not in the traces.
+CAPACITY_FROM_PEAK = "capacity unknown: each server's peak used"
 
 
 def _fill_gaps(v: FloatArray) -> tuple[FloatArray, int]:
@@ -274,9 +298,15 @@ def align(
             "(inside: larger neighbour; edges: the server's peak)"
         )
     cap = {r: np.array([float(t.capacity.get(r, np.nan)) for t in traces]) for r in resources}
+    no_capacity: dict[str, str] = {}
     for r in resources:
         bad = ~np.isfinite(cap[r]) | (cap[r] <= 0)
         cap[r][bad] = np.maximum(dem[r][bad].max(axis=1), 1e-12)
+        n_bad = int(bad.sum())
+        if n_bad == len(traces):
+            no_capacity[r] = CAPACITY_FROM_PEAK
+        elif n_bad:
+            no_capacity[r] = f"capacity unknown for {n_bad} of {len(traces)} servers: their peak used"
     return TraceSet(
         names=tuple(names),
         start_s=w0,
@@ -285,4 +315,5 @@ def align(
         capacity=cap,
         filled=filled,
         notes=tuple(notes),
+        assumed_capacity=no_capacity,
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,17 @@ import numpy.typing as npt
 
 from corral.planning.errors import PlanFormatError
 from corral.planning.limits import MAX_PLAN_BYTES, read_small_text, write_text
-from corral.planning.planner import Plan, Validation, allowed_over_steps, before_utilization, host_utilization
+from corral.planning.planner import (
+    KindComparison,
+    Plan,
+    Validation,
+    allowed_over_steps,
+    before_utilization,
+    binding_resources,
+    bounds_by_resource,
+    host_utilization,
+    peak_need,
+)
 
 SCHEMA = "corral.plan/1"
 CHART_POINTS = 288  # time series in the chart section are max-pooled to at most this many points
@@ -22,6 +34,7 @@ CHART_HOSTS = 12  # hosts drawn one by one (the busiest); all hosts appear in th
 HEATMAP_COLS = 96
 HEATMAP_ROWS = 300
 LAYERS = 6  # per host chart: the largest servers, then "others"
+FLAT = 0.005  # a host's utilization that moves less than this (share of the host) is flat over time
 
 
 def _pool(a: npt.NDArray[np.float64], points: int) -> npt.NDArray[np.float64]:
@@ -71,12 +84,55 @@ def validation_to_json(v: Validation) -> dict[str, Any]:
     }
 
 
+def kinds_to_json(k: KindComparison, planned: str) -> dict[str, Any]:
+    return {
+        "planned": planned,
+        "method": k.method,
+        "servers": k.servers,
+        "time_s": _r(k.time_s, 3),
+        "options": [
+            {
+                "kind": o.kind,
+                "hosts": o.hosts,
+                "placed": o.placed,
+                "unplaceable": o.unplaceable,
+                "lower_bound": o.lower_bound,
+                "binding": list(o.binding),
+                "cost_per_year": _r(o.cost_per_year, 2),
+                "purchase": _r(o.purchase, 2),
+                "energy_kwh_year": _r(o.energy_kwh_year, 1),
+                "cheapest": o.cheapest,
+            }
+            for o in k.options
+        ],
+    }
+
+
+def _servers(plan: Plan, hosts: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """Per server (in the traces' order): its host (index into ``hosts``, -1: unplaceable), and its
+    peak and mean demand per planned resource in the units of corral.planning.model."""
+    ts = plan.traces
+    host_of = np.full(ts.n_servers, -1, dtype=np.int64)
+    for h, members in enumerate(hosts):
+        host_of[members] = h
+    return {
+        "names": list(ts.names),
+        "host": [int(h) for h in host_of],
+        "peak": {r: [_r(v, 3) for v in ts.demand[r].max(axis=1)] for r in plan.resources},
+        "mean": {r: [_r(v, 3) for v in ts.demand[r].mean(axis=1)] for r in plan.resources},
+    }
+
+
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     """The plan as plain JSON data (see docs/planning.md, "plan.json")."""
     ts = plan.traces
     hosts = plan.hosts
     kind = plan.host_kind
     util = {r: host_utilization(ts, kind, plan.assignment, r) for r in plan.resources}
+    placed = plan.assignment >= 0
+    by_resource = bounds_by_resource(plan.bound_details, plan.resources)
+    need = peak_need(ts, kind, plan.cap, plan.resources, placed)
+    binding = binding_resources(by_resource, need)
     host_rows = []
     for h, members in enumerate(hosts):
         host_rows.append(
@@ -109,29 +165,56 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "utilization": {
             "before_mean": _r(placed_before.mean()) if placed_before.size else 0.0,
             "after_mean": _r(after_cpu.mean()) if after_cpu.size else 0.0,
+            "resources": {
+                r: {
+                    "before_mean": _r(before_utilization(ts, r)[placed].mean()) if placed.any() else 0.0,
+                    "after_mean": _r(util[r].mean()) if util[r].size else 0.0,
+                }
+                for r in plan.resources
+            },
         },
+        "binding": {
+            "resources": list(binding),
+            "by_resource": {r: {"bound": by_resource.get(r, 0), "peak_hosts": _r(need[r], 3)} for r in plan.resources},
+        },
+        "assumed": {r: ts.assumed[r] for r in plan.resources if ts.assumed.get(r)},
+        "assumed_capacity": {r: ts.assumed_capacity[r] for r in plan.resources if ts.assumed_capacity.get(r)},
         "gaps_filled": {"servers": int((ts.filled > 0).sum()), "points": int(ts.filled.sum())},
         "costs": plan.costs.to_json(),
+        "kinds": None if plan.kinds is None else kinds_to_json(plan.kinds, kind.name),
         "validation": None if plan.validation is None else validation_to_json(plan.validation),
         "notes": list(plan.notes),
-        "chart": _chart(plan, util),
+        "servers": _servers(plan, hosts),
+        "chart": _chart(plan, util, binding),
     }
 
 
-def _chart(plan: Plan, util: Mapping[str, npt.NDArray[np.float64]]) -> dict[str, Any]:
+def _chart_resource(res: Sequence[str], util: Mapping[str, npt.NDArray[np.float64]], h: int,
+                    binding: Sequence[str]) -> str:
+    """The resource a host's chart stacks its servers on: one that moves over time (a flat band shows
+    nothing of the servers' demand), the binding one first, else the busiest; if none moves, the busiest."""
+    moving = [r for r in res if float(np.ptp(util[r][h])) > FLAT]
+    for r in binding:
+        if r in moving:
+            return r
+    pool = moving or list(res)
+    return pool[int(np.argmax([util[r][h].max() for r in pool]))]
+
+
+def _chart(plan: Plan, util: Mapping[str, npt.NDArray[np.float64]], binding: Sequence[str]) -> dict[str, Any]:
     ts = plan.traces
     kind = plan.host_kind
     hosts = plan.hosts
     res = plan.resources
     if not hosts:
-        return {"points": 0, "step_s": ts.step_s, "hosts": [], "heatmap": {"rows": [], "hosts": []}}
+        return {"points": 0, "step_s": ts.step_s, "hosts": [], "heatmaps": []}
     worst = np.max(np.stack([util[r] for r in res]), axis=0)  # (hosts, steps)
     points = min(CHART_POINTS, ts.n_steps)
     busiest = np.argsort(-worst.max(axis=1), kind="stable")[:CHART_HOSTS]
     charts = []
     for h in sorted(busiest.tolist()):
         members = hosts[h]
-        r = res[int(np.argmax([util[x][h].max() for x in res]))]
+        r = _chart_resource(res, util, h, binding)
         series = ts.demand[r][members] / kind.capacity(r)
         order = np.argsort(-series.mean(axis=1), kind="stable")
         layers = [
@@ -148,15 +231,28 @@ def _chart(plan: Plan, util: Mapping[str, npt.NDArray[np.float64]]) -> dict[str,
                 "servers": len(members),
                 "total": [_r(v) for v in _pool(series.sum(axis=0), points)],
                 "layers": layers,
+                "lines": [
+                    {"resource": x, "values": [_r(v) for v in _pool(util[x][h], points)]} for x in res if x != r
+                ],
             }
         )
-    rows_idx = np.argsort(-worst.max(axis=1), kind="stable")[:HEATMAP_ROWS]
-    heat = _pool(worst[np.sort(rows_idx)], min(HEATMAP_COLS, ts.n_steps))
+    rows_idx = np.sort(np.argsort(-worst.max(axis=1), kind="stable")[:HEATMAP_ROWS])
+    heatmaps = []
+    for r in res:
+        u = util[r]
+        if float(np.ptp(u, axis=1).max()) <= FLAT:  # every host flat: a table of one colour per row says it better
+            means = u.mean(axis=1)
+            heatmaps.append({"resource": r, "flat": True, "low": _r(means.min()), "high": _r(means.max()),
+                             "hosts": [], "rows": []})  # fmt: skip
+            continue
+        heat = _pool(u[rows_idx], min(HEATMAP_COLS, ts.n_steps))
+        heatmaps.append({"resource": r, "flat": False, "hosts": [int(i) for i in rows_idx],
+                         "rows": [[_r(v, 3) for v in row] for row in heat]})  # fmt: skip
     return {
         "points": points,
         "step_s": ts.step_s * ts.n_steps / points,
         "hosts": charts,
-        "heatmap": {"hosts": [int(i) for i in np.sort(rows_idx)], "rows": [[_r(v, 3) for v in row] for row in heat]},
+        "heatmaps": heatmaps,
     }
 
 
@@ -168,6 +264,73 @@ def write_plan_json(plan: Plan | Mapping[str, Any], path: str | Path) -> None:
     except (ValueError, TypeError) as exc:
         raise PlanFormatError(f"plan {path}: cannot be written as JSON: {exc}") from None
     write_text(path, text, "plan")
+
+
+# ---------------------------------------------------------------- the server -> host table
+CSV_UNITS: Mapping[str, str] = {"cpu": "mhz", "mem": "bytes", "disk": "bytes_per_s", "net": "bytes_per_s"}
+
+
+def assignment_records(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each server of a (checked) plan.json with its host: ``server``, ``host`` (numbered from 1 as
+    in the report; None when unplaceable), ``kind`` (None when unplaceable), ``peak`` and ``mean``
+    per planned resource (empty for plans written before per-server figures), ``note`` (why it is
+    unplaceable). Placed servers host by host, then the unplaceable ones."""
+    per = data.get("servers") or {}
+    index = {n: i for i, n in enumerate(per.get("names", []))}
+    peak, mean = per.get("peak", {}), per.get("mean", {})
+    res = [r for r in data["resources"] if r in peak and r in mean]
+
+    def figures(name: str) -> tuple[dict[str, float], dict[str, float]]:
+        i = index.get(name)
+        if i is None:
+            return {}, {}
+        return {r: peak[r][i] for r in res}, {r: mean[r][i] for r in res}
+
+    out = []
+    for h, host in enumerate(data["hosts"]):
+        for name in host["servers"]:
+            pk_, mn = figures(name)
+            out.append({"server": name, "host": h + 1, "kind": host["kind"], "peak": pk_, "mean": mn, "note": ""})
+    for u in data["unplaceable"]:
+        pk_, mn = figures(u["server"])
+        out.append({"server": u["server"], "host": None, "kind": None, "peak": pk_, "mean": mn, "note": u["reason"]})
+    return out
+
+
+def assignment_csv(data: Mapping[str, Any]) -> str:
+    """The server -> host table as CSV: ``server,host,kind``, then per planned resource its peak and
+    mean demand (``cpu_peak_mhz``, ``mem_mean_bytes``, ...) and where they come from (``cpu_source``:
+    ``measured``, or what was assumed), then ``note`` (why a server is unplaceable: host and kind
+    empty)."""
+    records = assignment_records(data)
+    per = data.get("servers") or {}
+    res = [r for r in data["resources"] if r in per.get("peak", {}) and r in per.get("mean", {})]
+    assumed = data.get("assumed", {})
+    header = ["server", "host", "kind"]
+    for r in res:
+        unit = CSV_UNITS.get(r, "value")
+        header += [f"{r}_peak_{unit}", f"{r}_mean_{unit}", f"{r}_source"]
+    header.append("note")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for rec in records:
+        row = [rec["server"], "" if rec["host"] is None else str(rec["host"]), rec["kind"] or ""]
+        for r in res:
+            row += [_csv_number(rec["peak"].get(r)), _csv_number(rec["mean"].get(r)), assumed.get(r) or "measured"]
+        row.append(rec["note"])
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def _csv_number(v: float | None) -> str:
+    return "" if v is None else f"{v:.10g}"
+
+
+def write_assignment_csv(data: Plan | Mapping[str, Any], path: str | Path) -> Path:
+    """Write the server -> host table (``assignment_csv``); any failure is one PlanningError naming the file."""
+    d = plan_to_json(data) if isinstance(data, Plan) else data
+    return write_text(path, assignment_csv(d), "CSV")
 
 
 # ---------------------------------------------------------------- reading it back
@@ -202,6 +365,11 @@ class _Check:
             raise self.fail(at, f"must be a number{' or null' if none else ''}, got {_kind(v)}")
         if not (math.isfinite(v) and lo <= v <= hi):
             raise self.fail(at, f"must be a number from {lo:g} to {hi:g}, got {v!r}"[:200])
+        return v
+
+    def flag(self, v: Any, at: str) -> bool:
+        if not isinstance(v, bool):
+            raise self.fail(at, f"must be true or false, got {_kind(v)}")
         return v
 
     def count(self, v: Any, at: str) -> int:
@@ -275,6 +443,21 @@ def _check_dist(c: _Check, d: Any, at: str) -> None:
     c.nums(c.key(hist, "edges", f"{at}.histogram"), f"{at}.histogram.edges")
 
 
+def _check_heatmap(c: _Check, heat: dict[str, Any], at: str) -> None:
+    rows = c.seq(c.key(heat, "rows", at), f"{at}.rows")
+    hosts = c.seq(c.key(heat, "hosts", at), f"{at}.hosts")
+    for i, h in enumerate(hosts):
+        c.count(h, f"{at}.hosts[{i}]")
+    if len(hosts) < len(rows):
+        raise c.fail(f"{at}.hosts", f"must name a host for each of the {len(rows)} rows")
+    width = None
+    for i, row in enumerate(rows):
+        values = c.nums(row, f"{at}.rows[{i}]")
+        if not values or (width is not None and len(values) != width):
+            raise c.fail(f"{at}.rows[{i}]", "rows must be non-empty and all of the same length")
+        width = len(values)
+
+
 def _check_chart(c: _Check, chart: dict[str, Any]) -> None:
     for i, ch in enumerate(c.seq(c.key(chart, "hosts", "chart"), "chart.hosts")):
         at = f"chart.hosts[{i}]"
@@ -288,19 +471,81 @@ def _check_chart(c: _Check, chart: dict[str, Any]) -> None:
             c.text(c.key(layer, "name", lat), f"{lat}.name")
             if len(c.nums(c.key(layer, "values", lat), f"{lat}.values")) != len(total):
                 raise c.fail(f"{lat}.values", f"must have as many values as {at}.total ({len(total)})")
-    heat = c.obj(c.key(chart, "heatmap", "chart"), "chart.heatmap")
-    rows = c.seq(c.key(heat, "rows", "chart.heatmap"), "chart.heatmap.rows")
-    hosts = c.seq(c.key(heat, "hosts", "chart.heatmap"), "chart.heatmap.hosts")
-    for i, h in enumerate(hosts):
-        c.count(h, f"chart.heatmap.hosts[{i}]")
-    if len(hosts) < len(rows):
-        raise c.fail("chart.heatmap.hosts", f"must name a host for each of the {len(rows)} rows")
-    width = None
-    for i, row in enumerate(rows):
-        values = c.nums(row, f"chart.heatmap.rows[{i}]")
-        if not values or (width is not None and len(values) != width):
-            raise c.fail(f"chart.heatmap.rows[{i}]", "rows must be non-empty and all of the same length")
-        width = len(values)
+        for j, line in enumerate(c.seq(ch.get("lines", []), f"{at}.lines")):
+            lat = f"{at}.lines[{j}]"
+            line = c.obj(line, lat)
+            c.text(c.key(line, "resource", lat), f"{lat}.resource")
+            if len(c.nums(c.key(line, "values", lat), f"{lat}.values")) != len(total):
+                raise c.fail(f"{lat}.values", f"must have as many values as {at}.total ({len(total)})")
+    if "heatmaps" in chart:  # one per planned resource (plans before it: one "heatmap", the worst resource)
+        for i, heat in enumerate(c.seq(chart["heatmaps"], "chart.heatmaps")):
+            at = f"chart.heatmaps[{i}]"
+            heat = c.obj(heat, at)
+            c.text(c.key(heat, "resource", at), f"{at}.resource")
+            if c.flag(c.key(heat, "flat", at), f"{at}.flat"):
+                c.fields(heat, at, "num", ("low", "high"))
+            _check_heatmap(c, heat, at)
+    else:
+        _check_heatmap(c, c.obj(c.key(chart, "heatmap", "chart"), "chart.heatmap"), "chart.heatmap")
+
+
+def _check_kinds(c: _Check, k: dict[str, Any]) -> None:
+    at = "kinds"
+    c.text(c.key(k, "planned", at), f"{at}.planned")
+    c.text(c.key(k, "method", at), f"{at}.method")
+    c.count(c.key(k, "servers", at), f"{at}.servers")
+    c.num(c.key(k, "time_s", at), f"{at}.time_s", lo=0.0)
+    for i, o in enumerate(c.seq(c.key(k, "options", at), f"{at}.options")):
+        oat = f"{at}.options[{i}]"
+        o = c.obj(o, oat)
+        c.text(c.key(o, "kind", oat), f"{oat}.kind")
+        c.fields(o, oat, "count", ("hosts", "placed", "unplaceable", "lower_bound"))
+        c.fields(o, oat, "num", ("cost_per_year", "purchase", "energy_kwh_year"))
+        c.flag(c.key(o, "cheapest", oat), f"{oat}.cheapest")
+        for j, r in enumerate(c.seq(c.key(o, "binding", oat), f"{oat}.binding")):
+            c.text(r, f"{oat}.binding[{j}]")
+
+
+def _check_servers(c: _Check, d: dict[str, Any]) -> None:
+    at = "servers"
+    names = c.seq(c.key(d, "names", at), f"{at}.names")
+    for i, n in enumerate(names):
+        c.text(n, f"{at}.names[{i}]")
+    host = c.seq(c.key(d, "host", at), f"{at}.host")
+    for i, h in enumerate(host):
+        if isinstance(h, bool) or not isinstance(h, int) or not -1 <= h <= MAX_COUNT:
+            raise c.fail(f"{at}.host[{i}]", f"must be a host index or -1, got {_kind(h)}")
+    if len(host) != len(names):
+        raise c.fail(f"{at}.host", f"must have one entry per server ({len(names)})")
+    for key in ("peak", "mean"):
+        for r, values in c.obj(c.key(d, key, at), f"{at}.{key}").items():
+            if len(c.nums(values, f"{at}.{key}.{r}")) != len(names):
+                raise c.fail(f"{at}.{key}.{r}", f"must have one value per server ({len(names)})")
+
+
+def _check_added(c: _Check, data: dict[str, Any]) -> None:
+    """Sections plans carry since the report tells what binds and what was assumed (optional: older
+    plans have none of them, and render without them)."""
+    for key in ("assumed", "assumed_capacity"):
+        for r, text in c.obj(data.get(key, {}), key).items():
+            c.text(text, f"{key}.{r}")
+    util = data["utilization"]
+    for r, u in c.obj(util.get("resources", {}), "utilization.resources").items():
+        at = f"utilization.resources.{r}"
+        c.fields(c.obj(u, at), at, "num", ("before_mean", "after_mean"))
+    if "binding" in data:
+        b = c.obj(data["binding"], "binding")
+        for i, r in enumerate(c.seq(c.key(b, "resources", "binding"), "binding.resources")):
+            c.text(r, f"binding.resources[{i}]")
+        for r, v in c.obj(c.key(b, "by_resource", "binding"), "binding.by_resource").items():
+            at = f"binding.by_resource.{r}"
+            v = c.obj(v, at)
+            c.count(c.key(v, "bound", at), f"{at}.bound")
+            c.num(c.key(v, "peak_hosts", at), f"{at}.peak_hosts", lo=0.0)
+    if data.get("kinds") is not None:
+        _check_kinds(c, c.obj(data["kinds"], "kinds"))
+    if "servers" in data:
+        _check_servers(c, c.obj(data["servers"], "servers"))
 
 
 def _check_costs(c: _Check, costs: dict[str, Any]) -> None:
@@ -385,6 +630,7 @@ def check_plan_json(data: Any, where: str = "plan.json") -> dict[str, Any]:
         _check_dist(c, c.key(d, "cpu_utilization", side), f"{side}.cpu_utilization")
     util = c.obj(c.key(data, "utilization", ""), "utilization")
     c.fields(util, "utilization", "num", ("before_mean", "after_mean"))
+    _check_added(c, data)
     if "gaps_filled" in data:
         c.fields(c.obj(data["gaps_filled"], "gaps_filled"), "gaps_filled", "count", ("servers", "points"))
     _check_costs(c, c.obj(data["costs"], "costs"))

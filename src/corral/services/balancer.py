@@ -32,6 +32,7 @@ from corral.core.domxml import parse_domain_xml
 from corral.core.errors import Conflict, CorralError, InvalidInput
 from corral.core.hosts import HostSize
 from corral.core.spec import GuestSpec
+from corral.monitoring.prometheus import BalancerFigures, balancer_families, flat
 from corral.services.guests import GuestService
 from corral.services.host import HostService
 from corral.services.migration import MigrationService
@@ -322,17 +323,13 @@ class BalancerService:
     def timeline(self, limit: int = 200) -> list[Entry]:
         return self.audit.timeline(limit)
 
-    def metrics(self) -> dict[str, float]:
-        """Counters and gauges for Prometheus: migrations, decisions by kind, hosts active and in standby."""
-        counts = self.audit.counts()
-        values: dict[str, float] = {
-            "migrations_total": float(counts.get(("move", "done"), 0)),
-            "migrations_failed_total": float(counts.get(("move", "failed"), 0)),
-        }
-        for (kind, outcome), n in counts.items():
-            values[f"decisions_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}"] = float(n)
+    def figures(self) -> BalancerFigures:
+        """For Prometheus: decisions by kind and outcome (migrations among them), hosts up and in standby, the
+        mode."""
         states = [h.state() for h in self.hosts]
-        values["hosts_active"] = float(sum(1 for s in states if s == "up"))
-        values["hosts_standby"] = float(sum(1 for s in states if s == "standby"))
-        values["mode"] = float(BALANCER_MODES.index(self.mode))
-        return values
+        return BalancerFigures(self.audit.counts(), sum(1 for s in states if s == "up"),
+                               sum(1 for s in states if s == "standby"), self.mode)
+
+    def metrics(self) -> dict[str, float]:
+        """The balancer's samples as /metrics has them (`corral_balancer_…{labels}` -> value)."""
+        return flat(balancer_families(self.figures()))

@@ -18,9 +18,12 @@ from corral.services.registry import HostRegistry
 if TYPE_CHECKING:
     from corral.services.balancer import BalancerService
     from corral.services.demo import DemoService
+    from corral.services.devices import DeviceService
+    from corral.services.edit import EditService
     from corral.services.migration import MigrationService
     from corral.services.monitoring import MonitoringService
     from corral.services.plans import PlanService
+    from corral.services.prometheus import PrometheusService
 
 
 @dataclass
@@ -44,6 +47,12 @@ class Corral:
         return MonitoringService(self.settings, self.hosts)
 
     @functools.cached_property
+    def devices(self) -> DeviceService:
+        from corral.services.devices import DeviceService
+
+        return DeviceService(self.settings, self.hosts, self.guests.storage, self.host)
+
+    @functools.cached_property
     def plans(self) -> PlanService:
         from corral.services.plans import PlanService
 
@@ -56,10 +65,22 @@ class Corral:
         return MigrationService(self.settings, self.hosts, self.guests)
 
     @functools.cached_property
+    def edit(self) -> EditService:
+        from corral.services.edit import EditService
+
+        return EditService(self.hosts, self.guests)
+
+    @functools.cached_property
     def balancer(self) -> BalancerService:
         from corral.services.balancer import BalancerService
 
         return BalancerService(self.settings, self.hosts, self.guests, self.host, self.migration, self.monitoring)
+
+    @functools.cached_property
+    def prometheus(self) -> PrometheusService:
+        from corral.services.prometheus import PrometheusService
+
+        return PrometheusService(self.settings, self.hosts, self.host, self.guests, self.monitoring, self.balancer)
 
     @functools.cached_property
     def demo(self) -> DemoService:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import time
 import uuid as uuid_module
@@ -22,13 +23,17 @@ from corral.adapters import qemu_img
 from corral.adapters.files import require_allowed_file
 from corral.adapters.libvirt_host import ACTIVE_STATES, DomainRow, LibvirtHost
 from corral.adapters.locks import Claim, HostLock
+from corral.adapters.seed import read_seed, seed_iso
 from corral.config import Settings
 from corral.core.capacity import MIB, admission_state, admission_violations, footprint
+from corral.core.cloudinit import FirstBoot, reseeded
 from corral.core.domxml import (
     CorralMeta,
     DomainPlan,
+    boot_from_disk_first,
     build_domain_xml,
     clone_domain_xml,
+    eject_media_xml,
     harden_domain_xml,
     parse_domain_xml,
     snapshot_xml,
@@ -43,6 +48,7 @@ from corral.core.errors import (
     InvalidInput,
     NotFound,
 )
+from corral.core.nics import NicInfo
 from corral.core.placement import DEFAULT_WEIGHER, Candidate, Placement, choose
 from corral.core.spec import GuestSpec
 from corral.core.validate import check_domain_name, check_name
@@ -50,7 +56,17 @@ from corral.monitoring.metrics import HOST_DOMAIN
 from corral.services.host import HostService
 from corral.services.images import ImageRecord, ImageService, require_self_contained
 from corral.services.registry import Host, HostRegistry
-from corral.services.storage import GuestFiles, GuestStorage, give_to_qemu, pool_volume
+from corral.services.storage import (
+    MAKING,
+    GuestFiles,
+    GuestStorage,
+    give_to_qemu,
+    guest_volume,
+    is_guest_disk,
+    is_seed,
+    note_making,
+    pool_volume,
+)
 
 if TYPE_CHECKING:
     from corral.adapters.console import SerialConsole
@@ -78,6 +94,9 @@ class ListedDomain:
     cpu_time_s: float
     reason: str | None = None  # why it is paused, when something other than a user paused it
     host: str = "local"
+    nics: list[NicInfo] | None = None  # a guest's NICs and addresses, when the listing was asked for them
+    autostart: bool | None = None  # started with its host's libvirt (None: Domain-0)
+    tags: tuple[str, ...] = ()  # its tags (corral tag)
 
     @property
     def shown_state(self) -> str:
@@ -90,6 +109,8 @@ class ListedDomain:
             "memory_mib": self.memory_mib,
             "cpu_pct": None if self.cpu_pct is None else round(self.cpu_pct, 1),
             "cpu_time_s": round(self.cpu_time_s, 1),
+            "nics": None if self.nics is None else [n.as_dict() for n in self.nics],
+            "autostart": self.autostart, "tags": list(self.tags),
         }
 
 
@@ -120,9 +141,20 @@ class GuestInfo:
     snapshots: list[str] = field(default_factory=list)
     autostart: bool = False
     host: str = "local"
+    nics: list[NicInfo] = field(default_factory=list)  # MAC, network, addresses (DHCP leases, guest agent)
+    os_name: str | None = None  # from the guest agent, when the guest has one and it answers
+    agent: bool = False  # the guest agent answers
+    tags: list[str] = field(default_factory=list)  # its tags (corral tag), from Corral's metadata
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "nics": [n.as_dict() for n in self.nics]}
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
 
 
 class GuestService:
@@ -135,6 +167,7 @@ class GuestService:
         # Per host, the admission check and the start happen under one lock, so two starts cannot both
         # pass the check.
         self._admission: dict[str, HostLock] = {}
+        self.admission_refusals: dict[str, int] = {}  # by host: creates and starts refused here (Prometheus)
 
     def _at(self, name: str) -> LibvirtHost:
         """The libvirt of the host that has the guest `name` (NotFound when none has it)."""
@@ -148,17 +181,20 @@ class GuestService:
 
     # --- admission ---------------------------------------------------------------------
     def check_admission(self, name: str, vcpus: int, memory_mib: int, load_cpu_pct: float | None,
-                        *, beside_running: bool, host: str | None = None) -> None:
+                        *, beside_running: bool, host: str | None = None, count: bool = False) -> None:
         """Refuse (AdmissionRefused) what would break the capacity model.
 
         beside_running: check against the guests running now (start); otherwise against an empty
-        host (define only: could this guest ever run here?).
+        host (define only: could this guest ever run here?). count: a refusal is counted in
+        `admission_refusals` (a create or a start; not a check that only asks).
         """
         target = self.hosts.get(host)
         running = self.host.running_footprints(target.name) if beside_running else []
         candidate = footprint(name, vcpus, memory_mib, load_cpu_pct, self.settings.limits)
         violations = admission_violations(self.host.facts(target.name), self.settings.limits, running, candidate)
         if violations:
+            if count:
+                self.admission_refusals[target.name] = self.admission_refusals.get(target.name, 0) + 1
             where = f"beside the running guests of {target.name}" if beside_running else f"on host {target.name}"
             if len(self.hosts) == 1:
                 where = "beside the running guests" if beside_running else "on this host"
@@ -183,6 +219,9 @@ class GuestService:
             require_allowed_file(spec.iso, "iso", self.settings.allowed_image_dirs)
         if not spec.load.is_idle and image.kind != "kernel":
             raise InvalidInput(f"--load needs the built-in image (tiny); {spec.image!r} runs its own software")
+        if (spec.user or spec.ssh_keys or spec.password_hash) and image.kind != "disk":
+            raise InvalidInput(f"--user, --ssh-key and --password-prompt configure a disk image's first boot "
+                               f"(cloud-init); {spec.image!r} is a {image.kind} image")
         owner = self.hosts.owner(spec.name)
         if owner is not None:
             where = f" on host {owner.name}" if len(self.hosts) > 1 else ""
@@ -240,7 +279,7 @@ class GuestService:
     # --- create ------------------------------------------------------------------------
     def create(self, spec: GuestSpec, *, start: bool = False, wait: bool = False,
                progress: Progress | None = None, still_wanted: Callable[[], bool] | None = None,
-               host: str | None = None) -> GuestInfo:
+               host: str | None = None, wait_timeout_s: float | None = None) -> GuestInfo:
         """Define a guest (and start it). A create that fails is undone; one that cannot be undone (libvirt
         gone) leaves a marker so that `corral delete NAME` finishes the job. A guest that was made and
         started is never removed because it was slow to signal readiness."""
@@ -249,7 +288,7 @@ class GuestService:
         target = self._target(spec, image, host)
         lv = target.libvirt
         self.check_admission(spec.name, spec.vcpus, spec.memory_mib, spec.load.declared_cpu_pct,
-                             beside_running=start, host=target.name)
+                             beside_running=start, host=target.name, count=True)
         iso = require_allowed_file(spec.iso, "iso", self.settings.allowed_image_dirs) if spec.iso else None
         guest_dir = self.settings.guests_dir / spec.name
         accel = self.host.accelerator(target.name)
@@ -258,7 +297,11 @@ class GuestService:
         files: GuestFiles | None = None
         try:
             say("making disks")
-            files = self.storage.make(target, spec.name, image, iso, spec.disk_gib, guest_dir, say)
+            # Disk images get a cloud-init seed: their hostname, user and keys (the built Debian image and
+            # cloud images read it; any other disk ignores a CD it has no use for).
+            first_boot = FirstBoot(spec.name, uuid, spec.user, spec.ssh_keys, spec.password_hash) \
+                if image.kind == "disk" else None
+            files = self.storage.make(target, spec.name, image, iso, spec.disk_gib, guest_dir, say, first_boot)
             plan = DomainPlan(
                 name=spec.name,
                 uuid=uuid,
@@ -272,7 +315,8 @@ class GuestService:
                 console_log=files.console_log,
                 kernel=files.kernel,
                 initrd=files.initrd,
-                cmdline=tiny_cmdline(image.cmdline or "", spec.name, spec.load) if image.kind == "kernel" else None,
+                cmdline=(tiny_cmdline(image.cmdline or "", spec.name, spec.load) if image.kind == "kernel"
+                         else image.cmdline if image.kernel else None),
                 readiness=_readiness(image.kind, iso is not None),
                 network=self.host.network(target.name)[0],
                 storage=files.storage,
@@ -282,12 +326,13 @@ class GuestService:
             if start:
                 self._start(target, spec.name, progress, still_wanted)
         except BaseException as exc:
-            self._undo_create(lv, spec.name, uuid, guest_dir, claim, exc, files.made_volumes if files else [])
+            self._undo_create(target, spec.name, uuid, guest_dir, claim, exc, files.made_volumes if files else [])
             raise
         claim.release(remove=True)  # whole: defined, and running if asked
+        (guest_dir / MAKING).unlink(missing_ok=True)
         if start and wait:
             say("waiting for the guest to come up")
-            self._wait_after_create(spec.name)
+            self._wait_after_create(spec.name, wait_timeout_s)
         return self.info(spec.name)
 
     def _claim_folder(self, name: str, guest_dir: Path) -> Claim:
@@ -313,11 +358,12 @@ class GuestService:
             shutil.rmtree(guest_dir, ignore_errors=True)
             raise BackendError(f"cannot write the create marker in {guest_dir}: {exc.strerror}") from None
 
-    def _undo_create(self, lv: LibvirtHost, name: str, uuid: str, guest_dir: Path, claim: Claim,
+    def _undo_create(self, target: Host, name: str, uuid: str, guest_dir: Path, claim: Claim,
                      cause: BaseException, volumes: list[str] | None = None) -> None:
         """Undo a failed create, domain first: disks are removed only once libvirt says no domain of this
         create exists, so a defined domain never loses its disks. If libvirt cannot say, everything stays
         (with the marker) and the error says how to clear it."""
+        lv = target.libvirt
         try:
             if lv.uuid_of(name) == uuid:  # ours (the reply to define may have been lost)
                 with contextlib.suppress(Conflict):  # not running
@@ -334,7 +380,7 @@ class GuestService:
                      f"were left; clear them with: corral delete {name}"
             _add_note(cause, detail)
             return
-        self.storage.remove_volumes(lv, volumes or [])
+        self.storage.remove_volumes(target, volumes or [])
         shutil.rmtree(guest_dir, ignore_errors=True)
         claim.release(remove=False)  # its file went with the folder
         if kept_log is not None:
@@ -342,7 +388,7 @@ class GuestService:
 
     # --- life cycle ----------------------------------------------------------------------
     def start(self, name: str, *, wait: bool = False, progress: Progress | None = None,
-              still_wanted: Callable[[], bool] | None = None) -> GuestInfo:
+              still_wanted: Callable[[], bool] | None = None, wait_timeout_s: float | None = None) -> GuestInfo:
         """Start a guest (the admission guard first). With `wait`, return once it signals readiness.
         `still_wanted` is asked once the admission lock is held: a request its client gave up on while
         waiting for the lock starts nothing."""
@@ -351,7 +397,8 @@ class GuestService:
         log_offset = self._start(self.hosts.locate(name), name, progress, still_wanted)
         if wait:
             say("waiting for the guest to come up")
-            signal = self.wait_ready(name, self.settings.boot_timeout_s, log_offset=log_offset)
+            signal = self.wait_ready(name, _wait_timeout(wait_timeout_s, self.settings.boot_timeout_s),
+                                     log_offset=log_offset)
             say(f"up ({signal.describe()}, {signal.seconds:.1f} s)")
         return self.info(name)
 
@@ -419,7 +466,8 @@ class GuestService:
         """The admission check for a defined guest about to run (call with the admission lock held)."""
         facts = parse_domain_xml(target.libvirt.xml(name, inactive=True))
         load = facts.meta.load.declared_cpu_pct if facts.meta else None
-        self.check_admission(name, facts.vcpus, facts.memory_mib, load, beside_running=True, host=target.name)
+        self.check_admission(name, facts.vcpus, facts.memory_mib, load, beside_running=True, host=target.name,
+                             count=True)
 
     def _console_log(self, name: str, meta: CorralMeta | None) -> Path | None:
         """The guest's console log when it is in the guest's own folder (metadata anyone in the libvirt
@@ -429,7 +477,10 @@ class GuestService:
         return meta.console_log if _inside(meta.console_log, self.settings.guests_dir / name) else None
 
     def _own_files(self, name: str, meta: CorralMeta) -> list[Path]:
-        return [path for path in meta.owned_files if _inside(path, self.settings.guests_dir / name)]
+        """The files of a guest on a host that shares the data folder that are Corral's to change and delete:
+        its disks in the pool's folder (named exactly for it) and, from older Corrals, files in its folder."""
+        return [path for path in meta.owned_files if _inside(path, self.settings.guests_dir / name)
+                or (path.parent == self.settings.disks_dir and is_guest_disk(name, path.name))]
 
     def console_log_size(self, name: str) -> int:
         """Where the next boot's output will begin in the guest's console log."""
@@ -457,6 +508,7 @@ class GuestService:
         facts = parse_domain_xml(lv.xml(name))
         readiness = facts.meta.readiness if facts.meta is not None else "running"
         console_log = self._console_log(name, facts.meta)
+        seeded = facts.meta is not None and any(is_seed(name, p.name) for p in facts.meta.owned_files)
         if readiness == "serial" and facts.meta is not None and facts.meta.storage == "pool":
             # Its console log is on its host, out of Corral's reach: watch the console itself.
             seen = self._ready_on_console(lv, name, began + timeout_s)
@@ -479,7 +531,9 @@ class GuestService:
             elif readiness == "serial":
                 seen = console_log is not None and _log_has(console_log, READY_MARKER, log_offset)
             else:
-                seen = lv.agent_ping(name)
+                # A first boot configured by cloud-init is up once cloud-init is done too: the user and
+                # their keys are there (asked through the agent; cloud-init status --wait would block it).
+                seen = lv.agent_ping(name) and (not seeded or _cloud_init_done(lv, name))
             if seen:
                 return ReadySignal(readiness, time.monotonic() - began)
             if time.monotonic() >= deadline:
@@ -508,15 +562,16 @@ class GuestService:
                     raise BackendError(f"{name} stopped while booting (it is {state})")
         return False
 
-    def _wait_after_create(self, name: str) -> None:
+    def _wait_after_create(self, name: str, timeout_s: float | None = None) -> None:
         try:
-            self.wait_ready(name, self.settings.boot_timeout_s)
+            self.wait_ready(name, _wait_timeout(timeout_s, self.settings.boot_timeout_s))
         except GuestTimeout as exc:
             raise GuestTimeout(f"{exc.message}. The guest was made and is kept: "
                                f"corral delete {name} removes it") from None
 
     def shutdown(self, name: str, *, timeout_s: float = 60, force: bool = False) -> GuestInfo:
-        """ACPI power button, then wait; with force, power off whatever is still running."""
+        """The guest agent asked to power off where the guest has one that answers, the ACPI power button
+        otherwise; then wait; with force, power off whatever is still running."""
         check_domain_name(name)
         lv = self._at(name)
         self._require_active(lv, name, "shut down")
@@ -525,7 +580,7 @@ class GuestService:
                 raise Conflict(f"cannot shut down {name} while it is paused: resume it first, or use --force")
             lv.destroy(name)
             return self.info(name)
-        lv.shutdown(name)
+        lv.shutdown(name, agent=parse_domain_xml(lv.xml(name)).has_agent_channel and lv.agent_ping(name))
         if not lv.wait_state(name, {"shut-off", "crashed"}, timeout_s):
             if not force:
                 raise GuestTimeout(
@@ -598,26 +653,30 @@ class GuestService:
         meta = facts.meta
         if meta is None:
             return [str(d.path) for d in facts.disks if d.device == "disk"]  # not ours to remove
-        if meta.storage == "pool":  # its files are volumes of its host's corral pool
-            kept = [] if keep_disks else self.storage.delete_pool_files(lv, name, meta.owned_files)
-            if keep_disks:
-                kept = [str(p) for p in meta.owned_files]
+        if meta.storage == "pool":  # its files are volumes of its host's pool
+            kept = [str(p) for p in meta.owned_files] if keep_disks else \
+                self.storage.delete_guest_disks(owner, name, meta.owned_files)
             if guest_dir.is_dir() and not guest_dir.is_symlink():
                 shutil.rmtree(guest_dir, ignore_errors=True)
             return kept
         own = self._own_files(name, meta)
         kept = [str(p) for p in meta.owned_files if p not in own]  # named elsewhere: never Corral's to delete
         if kept:
-            log.warning("%s's metadata names files outside %s; they were left alone: %s", name, guest_dir,
-                        ", ".join(kept))
+            log.warning("%s's metadata names files outside %s and the pool's folder; they were left alone: %s",
+                        name, guest_dir, ", ".join(kept))
+        volumes = tuple(p for p in own if p.parent == self.settings.disks_dir)
+        in_folder = [p for p in own if p not in volumes]  # an older Corral's disks, in the guest's folder
         if keep_disks:
             kept.extend(str(p) for p in own)
             console_log = self._console_log(name, meta)
             if console_log is not None:
                 console_log.unlink(missing_ok=True)
             (guest_dir / CREATE_MARKER).unlink(missing_ok=True)
+            if not in_folder and guest_dir.is_dir() and not guest_dir.is_symlink():
+                shutil.rmtree(guest_dir, ignore_errors=True)
         else:
-            for path in own:
+            kept.extend(self.storage.delete_guest_disks(owner, name, volumes))
+            for path in in_folder:
                 path.unlink(missing_ok=True)
             if guest_dir.is_dir() and not guest_dir.is_symlink():
                 shutil.rmtree(guest_dir, ignore_errors=True)
@@ -625,6 +684,7 @@ class GuestService:
 
     def _clear_unfinished_create(self, name: str, guest_dir: Path) -> list[str]:
         if (guest_dir / CREATE_MARKER).exists() and not guest_dir.is_symlink():
+            self.storage.clear_unfinished(self.hosts.get, name, guest_dir)
             shutil.rmtree(guest_dir, ignore_errors=True)
             log.warning("removed %s, left by a create of %s that did not finish", guest_dir, name)
             return []
@@ -635,7 +695,8 @@ class GuestService:
         check_domain_name(new_name)
         if self.hosts.owner(new_name) is not None:
             raise Conflict(f"a domain named {new_name!r} already exists")
-        lv = self._at(source)
+        host = self.hosts.locate(source)
+        lv = host.libvirt
         state = lv.state(source)
         if state not in ("shut-off", "crashed"):
             raise Conflict(f"cannot clone {source} while it is {state}: shut it down first")
@@ -653,18 +714,49 @@ class GuestService:
         claim = self._claim_folder(new_name, guest_dir)
         uuid = str(uuid_module.uuid4())
         path_map: dict[Path, Path] = {}
+        volumes = [guest_volume(new_name, "seed.iso" if is_seed(source, owned.name) else f"disk{index}.qcow2")
+                   for index, owned in enumerate(own)]
+        made: list[str] = []  # only these are removed if the clone fails (a disk already there is not ours)
         try:
-            for index, owned in enumerate(own):
-                target = guest_dir / (owned.name if owned.name else f"disk{index}.qcow2")
-                qemu_img.copy_keeping_backing(owned, target)
+            folder = Path(self.storage.ensure_pool(host))
+            for volume in volumes:
+                self.storage._refuse_existing(host, volume)
+            note_making(guest_dir, host.name, volumes)
+            for owned, volume in zip(own, volumes, strict=True):
+                target = folder / volume
+                made.append(volume)
+                if is_seed(source, owned.name):  # the clone's own first boot: its hostname, a new instance
+                    with target.open("xb") as handle:
+                        handle.write(seed_iso(reseeded(read_seed(owned), new_name, uuid)))
+                else:
+                    qemu_img.copy_keeping_backing(owned, target)
                 give_to_qemu(lv, target)
                 path_map[owned] = target
+            lv.refresh_pool(self.storage.pool)
             lv.define(clone_domain_xml(xml, new_name, path_map, guest_dir / "console.log", uuid))
         except BaseException as exc:
-            self._undo_create(lv, new_name, uuid, guest_dir, claim, exc)
+            self._undo_create(host, new_name, uuid, guest_dir, claim, exc, made)
             raise
         claim.release(remove=True)
+        (guest_dir / MAKING).unlink(missing_ok=True)
         return self.info(new_name)
+
+    # --- removable media ---------------------------------------------------------------------
+    def media_eject(self, name: str, device: str | None = None) -> GuestInfo:
+        """Take the ISO out of the guest's CD drive (or drive `device`), in the running guest and in its
+        definition, as after an install; the drive stays, empty. The guest boots from its disk first
+        from then on (an older Corral's ISO guests booted the CD first)."""
+        check_domain_name(name)
+        if device is not None and not re.fullmatch(r"[hsv]d[a-z]{1,2}", device):
+            raise InvalidInput(f"invalid CD drive {device!r}: a target such as sda")
+        lv = self._at(name)
+        running = lv.state(name) in ACTIVE_STATES
+        for _target, drive in eject_media_xml(lv.xml(name, inactive=True), device):
+            lv.update_device(name, drive, live=running)
+        reordered = boot_from_disk_first(lv.xml(name, inactive=True))
+        if reordered is not None:
+            lv.define(reordered)
+        return self.info(name)
 
     # --- snapshots ---------------------------------------------------------------------------
     def snapshot_create(self, name: str, snapshot: str) -> SnapshotInfo:
@@ -726,8 +818,44 @@ class GuestService:
             vnc=f"127.0.0.1:{facts.vnc_port}" if facts.vnc_port else None,
             snapshots=snapshots,
             autostart=autostart,
+            tags=list(meta.tags) if meta else [],
             host=owner.name,
+            nics=lv.interfaces(name),
+            **self._agent_facts(lv, name, row.state, facts.has_agent_channel),
         )
+
+    @staticmethod
+    def _agent_facts(lv: LibvirtHost, name: str, state: str, has_channel: bool) -> dict[str, Any]:
+        """What the guest agent says about the guest: whether it answers, and the OS it runs."""
+        if state != "running" or not has_channel:
+            return {}
+        try:
+            found = lv.agent_command(name, "guest-get-osinfo", timeout_s=1)
+        except CorralError:
+            return {"agent": lv.agent_ping(name)}
+        os_name = None
+        if isinstance(found, dict):
+            os_name = found.get("pretty-name") or found.get("name")
+        return {"agent": True, "os_name": str(os_name) if os_name else None}
+
+    # --- the guest agent -----------------------------------------------------------------------
+    def exec(self, name: str, argv: list[str], *, timeout_s: float = 60.0, stdin: bytes = b"") -> ExecResult:
+        """Run a program in the guest through its QEMU guest agent (no network needed): its exit code and
+        output. The program is looked up on the guest's PATH only through a shell, so argv[0] is run as
+        given (e.g. /bin/sh -c '…' for a pipeline)."""
+        check_domain_name(name)
+        if not argv or not argv[0] or any("\x00" in a for a in argv) or len(argv) > 256:
+            raise InvalidInput("give the command to run: corral exec NAME -- COMMAND [ARGS…]")
+        if not 0 < timeout_s <= 3600:
+            raise InvalidInput("the timeout must be between 0 and 3600 s")
+        lv = self._at(name)
+        state = lv.state(name)
+        if state != "running":
+            raise Conflict(f"cannot run a command in {name}: it is {state}")
+        if not parse_domain_xml(lv.xml(name)).has_agent_channel:
+            raise Conflict(f"{name} has no guest agent channel (it was not made from a disk image)")
+        code, out, err = lv.agent_exec(name, argv, timeout_s, stdin)
+        return ExecResult(code, out, err)
 
     @staticmethod
     def _row(lv: LibvirtHost, name: str) -> DomainRow:
@@ -738,9 +866,10 @@ class GuestService:
 
     def listing(self, sample_s: float = 0.05, *, fresh: bool = False,
                 since: Mapping[str, Sequence[Counters]] | Sequence[Counters] | None = None,
-                host: str | None = None) -> list[ListedDomain]:
+                host: str | None = None, nics: bool = False) -> list[ListedDomain]:
         """Per host (every host, or the one named), its Domain-0 and then its guests, with CPU % from
-        the monitoring core's rate code. A host that cannot be reached is one row saying so.
+        the monitoring core's rate code (and, with `nics`, each guest's NICs and addresses). A host that
+        cannot be reached is one row saying so.
 
         The CPU window runs from an earlier reading when that is between 0.1 s and 60 s old and
         covers every running guest: `since` (the background sampler's last one per host, in `corral
@@ -754,7 +883,7 @@ class GuestService:
         for target in targets:
             try:
                 listed.extend(self._host_listing(target, sample_s, fresh,
-                                                 None if earlier is None else earlier.get(target.name, [])))
+                                                 None if earlier is None else earlier.get(target.name, []), nics))
             except CorralError as exc:
                 failures.append(exc)
                 listed.append(ListedDomain(HOST_DOMAIN, None, "unreachable", 0, 0, None, 0.0, exc.message,
@@ -764,7 +893,7 @@ class GuestService:
         return listed
 
     def _host_listing(self, target: Host, sample_s: float, fresh: bool,
-                      since: Sequence[Counters] | None) -> list[ListedDomain]:
+                      since: Sequence[Counters] | None, nics: bool = False) -> list[ListedDomain]:
         from corral.monitoring import reading_cache
         from corral.monitoring.rates import sample_values
         from corral.monitoring.sampler import Sampler
@@ -789,9 +918,11 @@ class GuestService:
         listed = [ListedDomain(HOST_DOMAIN, 0, "running", dom0.cpus, int(dom0.mem_total_bytes or 0) // MIB,
                                cpu.get(HOST_DOMAIN), dom0.cpu_time_s, None, target.name)]
         for row in lv.rows():
+            autostart, tags = _labels_of(lv, row.name)
             listed.append(ListedDomain(row.name, row.id, row.state, row.vcpus, row.memory_mib,
                                        cpu.get(row.name) if row.state in ACTIVE_STATES else None,
-                                       row.cpu_time_ns / 1e9, row.reason, target.name))
+                                       row.cpu_time_ns / 1e9, row.reason, target.name,
+                                       _nics_of(lv, row.name) if nics else None, autostart, tags))
         return listed
 
     def remove_image(self, image: str) -> None:
@@ -826,8 +957,51 @@ class ReadySignal:
         return SIGNALS[self.kind]
 
 
+# cloud-init writes result.json when its last stage is over (done or failed); a guest without cloud-init,
+# or with it disabled, has nothing to wait for. A shell test, not `cloud-init status`: Python starting
+# in the guest takes seconds under TCG.
+CLOUD_INIT_OVER = ("test -e /run/cloud-init/result.json || test -e /run/cloud-init/disabled "
+                   "|| ! test -e /usr/bin/cloud-init")
+
+
+def _cloud_init_done(lv: LibvirtHost, name: str) -> bool:
+    """cloud-init has finished in the guest (or it has none, or the agent may run nothing: then the
+    agent's answer is all there is)."""
+    try:
+        code, _out, _err = lv.agent_exec(name, ["/bin/sh", "-c", CLOUD_INIT_OVER], 10)
+    except (BackendError, Conflict, GuestTimeout):
+        return True
+    return code == 0
+
+
 SIGNALS = {"serial": "its readiness line on the console", "agent": "the QEMU guest agent answered",
            "running": "running; no other signal to wait for"}
+
+
+def _nics_of(lv: LibvirtHost, name: str) -> list[NicInfo]:
+    """A listed guest's NICs; none when it vanished since it was listed."""
+    try:
+        return lv.interfaces(name)
+    except NotFound:
+        return []
+
+
+def _labels_of(lv: LibvirtHost, name: str) -> tuple[bool | None, tuple[str, ...]]:
+    """A listed guest's autostart and tags (from Corral's metadata); (None, ()) when it vanished since."""
+    try:
+        meta = parse_domain_xml(lv.xml(name, inactive=True)).meta
+        return lv.autostart(name), meta.tags if meta is not None else ()
+    except NotFound:
+        return None, ()
+
+
+def _wait_timeout(asked: float | None, configured: float) -> float:
+    """How long `--wait` waits: as asked (1 s to an hour), else the configured boot_timeout_s."""
+    if asked is None:
+        return configured
+    if not 1 <= asked <= 3600:
+        raise InvalidInput(f"the wait timeout must be between 1 and 3600 s, not {asked:g}")
+    return asked
 
 
 def _readiness(image_kind: str, has_iso: bool) -> str:

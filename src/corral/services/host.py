@@ -15,7 +15,7 @@ from corral.adapters.power import driver_for
 from corral.config import Settings
 from corral.core.capacity import CapacityReport, Footprint, HostFacts, capacity_report, footprint
 from corral.core.domxml import build_network_xml, parse_domain_xml
-from corral.core.errors import Conflict, CorralError, GuestTimeout
+from corral.core.errors import Conflict, CorralError, GuestTimeout, NotFound
 from corral.core.hosts import HostSize, HostSpec
 from corral.services.registry import Host, HostRegistry
 
@@ -149,7 +149,10 @@ class HostService:
         for row in target.libvirt.rows():
             if row.state not in ACTIVE_STATES:
                 continue
-            facts = parse_domain_xml(target.libvirt.xml(row.name))
+            try:
+                facts = parse_domain_xml(target.libvirt.xml(row.name))
+            except NotFound:
+                continue  # it went away after the listing: it takes nothing any more
             load = facts.meta.load.declared_cpu_pct if facts.meta else None
             result.append(footprint(row.name, row.vcpus, row.memory_mib, load, self.settings.limits))
         return result

@@ -21,6 +21,8 @@ from corral.core.errors import BackendError, Conflict, InvalidInput, NotFound
 from corral.core.validate import check_name, check_path
 
 TINY = "tiny"
+DEBIAN = "debian"
+BUILT = (TINY, DEBIAN)  # images Corral builds itself: `corral image build NAME`
 Progress = Callable[[str, float], None]
 
 
@@ -76,17 +78,28 @@ class ImageService:
         except (OSError, ValueError, TypeError) as exc:
             raise BackendError(f"the image record {path} is damaged ({type(exc).__name__}); "
                                "remove its folder and import or build the image again") from None
+        folder = path.parent
         if record.kind == "kernel":  # built files live beside the record: stored by name, found here
-            folder = path.parent
             record = replace(record, kernel=str(folder / Path(record.kernel or "").name),
                              initrd=str(folder / Path(record.initrd or "").name))
+        elif record.kind == "disk" and record.path and not Path(record.path).is_absolute():
+            # built by Corral (the Debian image): its files in a folder of the record's, per build
+            def inside(part: str | None) -> str | None:
+                if not part:
+                    return None
+                found = (folder / part).resolve()
+                if not found.is_relative_to(folder.resolve()):
+                    raise BackendError(f"the image record {path} names a file outside its folder; build it again")
+                return str(found)
+            record = replace(record, path=inside(record.path), kernel=inside(record.kernel),
+                             initrd=inside(record.initrd))
         return record
 
     def get(self, name: str) -> ImageRecord:
         check_name(name, "image name")
         path = self._record_path(name)
         if not path.is_file():
-            hint = " (build it with: corral image build tiny)" if name == TINY else ""
+            hint = f" (build it with: corral image build {name})" if name in BUILT else ""
             raise NotFound(f"no image named {name!r}{hint}")
         return self._read(path)
 
@@ -113,6 +126,35 @@ class ImageService:
         )
         self._save(record)
         return self.get(TINY)
+
+    def build_debian(self, progress: Progress | None = None, *, force: bool = False) -> ImageRecord:
+        """The Debian 12 server image (adapters/debian_image.py), built once per recipe: each recipe in
+        a folder of its own, so guests made from an earlier build keep their base image."""
+        from corral.adapters.debian_image import build_debian_image, recipe_fingerprint
+
+        folder = self.settings.images_dir / DEBIAN
+        build = recipe_fingerprint()[:12]
+        if force:  # a folder of its own, beside the build guests may still read through
+            build += datetime.now(UTC).strftime("-%Y%m%d%H%M%S")
+        elif self.exists(DEBIAN):  # the latest build of this recipe, forced or not
+            current = self.get(DEBIAN).path or ""
+            if Path(current).parent.name.startswith(build):
+                build = Path(current).parent.name
+        built = build_debian_image(folder / build, progress, force=force)
+        record = ImageRecord(
+            name=DEBIAN,
+            kind="disk",
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            size_bytes=built.virtual_size,
+            path=f"{build}/{built.disk.name}",  # relative to the record's folder, which may move with the data
+            format="qcow2",
+            kernel=f"{build}/{built.kernel.name}",
+            initrd=f"{build}/{built.initrd.name}",
+            cmdline=built.cmdline,
+            kernel_version=built.kernel_version,
+        )
+        self._save(record)
+        return self.get(DEBIAN)
 
     def import_image(self, name: str, path: str | Path) -> ImageRecord:
         check_name(name, "image name")
@@ -152,18 +194,25 @@ class ImageService:
             raise BackendError(f"the image record of {record.name} names no file; import it again")
         require_self_contained(require_allowed_file(Path(record.path), f"image {record.name}'s file", allowed),
                                record.format or "raw")
+        for part, what in ((record.kernel, "kernel"), (record.initrd, "initrd")):
+            if part:  # a disk booted with its own kernel (the Debian image)
+                require_allowed_file(Path(part), f"the {what} of image {record.name}", allowed)
 
     def remove(self, name: str, used_by: list[str]) -> None:
         record = self.get(name)
         if used_by:
             raise Conflict(f"image {name!r} is used by {', '.join(used_by)}; delete those guests first")
         folder = self.settings.images_dir / record.name
-        if record.kind == "kernel":
+        if record.name in BUILT and (record.kind == "kernel" or _inside_folder(record.path, folder)):
             shutil.rmtree(folder)  # built by Corral: its files go too
         else:
             self._record_path(name).unlink()  # the user's file stays where it is
             if not any(folder.iterdir()):
                 folder.rmdir()
+
+
+def _inside_folder(path: str | None, folder: Path) -> bool:
+    return path is not None and Path(path).resolve().is_relative_to(folder.resolve())
 
 
 def require_self_contained(path: Path, fmt: str) -> Path:

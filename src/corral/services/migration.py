@@ -191,7 +191,10 @@ class MigrationService:
             facts = parse_domain_xml(xml)
             self._admit(target, name, facts.vcpus, facts.memory_mib, facts, plan.live)
             if not plan.request.copy_storage:
-                return self._run(plan, source, target, progress, cancel)
+                result = self._run(plan, source, target, progress, cancel)
+                with contextlib.suppress(CorralError):  # its pool there sees the shared disks it uses now
+                    target.libvirt.refresh_pool(self.guests.storage.pool)
+                return result
             # Its disks made on the destination beforehand (libvirt copies into them), its kernel, initrd
             # and ISO given there, its definition there naming them.
             relocation = Relocation(self.guests.storage, self.guests.images.get)
@@ -203,7 +206,7 @@ class MigrationService:
                 if source.libvirt.exists(name):  # it stayed where it was: what was made for it there goes
                     relocation.undo(target, copy)
                 raise
-            relocation.finish(source, name, copy, facts.meta.storage if facts.meta else "files")
+            relocation.finish(source, name, copy)
             return result
 
     def _run(self, plan: MigrationPlan, source: Host, target: Host, progress: Progress | None,

@@ -1,4 +1,4 @@
-"""Monitoring: live samples of Domain-0 and every guest, their history, the Prometheus view."""
+"""Monitoring: live samples of Domain-0 and every guest, and their history."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from corral.config import Settings
 from corral.core.errors import Conflict, InvalidInput
 from corral.core.validate import check_name
 from corral.monitoring.metrics import METRICS, Sample
-from corral.monitoring.prometheus import render
 from corral.monitoring.rates import Counters
 from corral.monitoring.sampler import ClusterSampler, Sampler, run_sampler
 from corral.monitoring.store import MetricStore, Resolution
@@ -94,11 +93,6 @@ class MonitoringService:
         time.sleep(interval_s)
         self.latest = self.cluster.sample()
         return self.latest
-
-    def prometheus_text(self) -> str:
-        """The local host's figures in the text exposition (until it carries a host label)."""
-        local = self.hosts.default.name
-        return render(self.sampler.latest_counters, [s for s in self.latest if s.host == local])
 
     def run(self, stop: threading.Event, *, interval_s: float | None = None, store: bool = True,
             on_samples: Callable[[Sequence[Sample]], None] | None = None, exclusive: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""Consolidation plans: make one from traces, keep it in the plan library, read it back, render it.
+"""Consolidation plans: make one from traces, keep it in the plan library, read it back, render it
+(the HTML report, and the server -> host table as CSV).
 
 The CLI (`corral plan`, `corral report`), the REST API (`/api/plans`) and the demo all go
 through this service. The library is `<data_dir>/plans/<name>.json`.
@@ -81,7 +82,7 @@ class PlanService:
         resources = list(request.resources) if request.resources is not None else None
         plan = plan_consolidation(
             traces, resolved.kind, request.cap, request.percentile, resources, request.time_budget_s,
-            before_kind=resolved.before, cost_params=resolved.costs,
+            before_kind=resolved.before, cost_params=resolved.costs, catalog=resolved.kinds,
             progress=lambda stage, fraction: step("planning", int(100 * fraction), 100, stage),
         )
         if request.validate_on:
@@ -146,6 +147,12 @@ class PlanService:
         from corral.planning.report import render_html
 
         return render_html(self.read(name))
+
+    def assignment_csv(self, name: str) -> str:
+        """The plan's server -> host table as CSV (corral.planning.serialize.assignment_csv)."""
+        from corral.planning.serialize import assignment_csv
+
+        return assignment_csv(self.read(name))
 
 
 @dataclass(frozen=True)

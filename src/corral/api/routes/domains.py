@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 
 from corral.api.auth import TICKET_TTL_S
 from corral.api.errors import ERRORS
-from corral.api.models import NameBody, NameParam, SnapshotParam, SpecBody, spec_of
+from corral.api.models import ExecBody, NameBody, NameParam, SnapshotParam, SpecBody, spec_of
 from corral.api.routes import ApiContext, principal_of
 from corral.api.schemas import (
     AdmissionAnswer,
@@ -19,10 +19,12 @@ from corral.api.schemas import (
     DomainDeleted,
     DomainDetails,
     DomainRow,
+    ExecOutput,
     Snapshot,
     SnapshotDeleted,
 )
 from corral.core.errors import AdmissionRefused
+from corral.core.tags import check_tag
 from corral.services.guests import GuestInfo, SnapshotInfo
 
 T = TypeVar("T")
@@ -54,11 +56,17 @@ def router(ctx: ApiContext) -> APIRouter:
     api = APIRouter(prefix="/api", responses=ERRORS)
 
     @api.get("/domains", tags=["domains"], response_model=list[DomainRow])
-    def list_domains(host: HostQuery = None) -> list[dict[str, Any]]:
+    def list_domains(host: HostQuery = None, long: Annotated[bool, Query(
+            description="each guest's NICs and addresses too, like `corral list --long`")] = False,
+                     tag: Annotated[str | None, Query(max_length=200, description="only the guests with this "
+                                                                                  "tag")] = None,
+                     ) -> list[dict[str, Any]]:
         """Per host, Domain-0 first, then its guests, like `corral list --json`; CPU % since the background
         sampler's last reading. An unreachable host is one row with state "unreachable"."""
-        rows = corral.guests.listing(since=corral.monitoring.latest_counters(), host=host)
-        return [row.as_dict() for row in rows]
+        if tag is not None:
+            check_tag(tag)
+        rows = corral.guests.listing(since=corral.monitoring.latest_counters(), host=host, nics=long)
+        return [row.as_dict() for row in rows if tag is None or tag in row.tags]
 
     @api.post("/domains", tags=["domains"], status_code=201, response_model=DomainDetails)
     async def create_domain(body: SpecBody, request: Request, start: bool = False, wait: bool = False,
@@ -123,6 +131,20 @@ def router(ctx: ApiContext) -> APIRouter:
     @api.post("/domains/{name}/resume", tags=["domains"], response_model=DomainDetails)
     def resume_domain(name: NameParam) -> GuestInfo:
         return corral.guests.resume(name)
+
+    @api.post("/domains/{name}/media/eject", tags=["domains"], response_model=DomainDetails)
+    def eject_media(name: NameParam, device: Annotated[str | None, Query(
+            pattern=r"^[hsv]d[a-z]{1,2}$", description="Only this CD drive (e.g. sda)")] = None) -> GuestInfo:
+        """Take the ISO out of the guest's CD drive(s), running or not; it boots from its disk."""
+        return corral.guests.media_eject(name, device)
+
+    @api.post("/domains/{name}/exec", tags=["domains"])
+    def exec_in_domain(name: NameParam, body: ExecBody) -> ExecOutput:
+        """Run a program in the guest through its QEMU guest agent (no network needed): its exit code
+        and output, as `corral exec NAME -- CMD` gives them."""
+        result = corral.guests.exec(name, body.command, timeout_s=body.timeout)
+        return ExecOutput(exit_code=result.exit_code, stdout=result.stdout.decode(errors="replace"),
+                          stderr=result.stderr.decode(errors="replace"))
 
     @api.post("/domains/{name}/clone", tags=["domains"], status_code=201, response_model=DomainDetails)
     def clone_domain(name: NameParam, body: NameBody) -> GuestInfo:

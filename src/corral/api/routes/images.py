@@ -1,4 +1,4 @@
-"""Images: the registry, imports, the tiny image's build."""
+"""Images: the registry, imports, the builds of the tiny and Debian images."""
 
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ def router(ctx: ApiContext) -> APIRouter:
     def build_tiny(force: bool = False) -> ImageRecord:
         """Build the built-in tiny image (returns when done; a cached build returns at once)."""
         return corral.images.build_tiny(force=force)
+
+    @api.post("/images/debian/build", tags=["images"], response_model=Image)
+    def build_debian(force: bool = False) -> ImageRecord:
+        """Build the Debian 12 server image from Debian's package registry (about a minute; returns when
+        done; a cached build returns at once)."""
+        return corral.images.build_debian(force=force)
 
     @api.delete("/images/{name}", tags=["images"])
     def remove_image(name: ImageParam) -> ImageDeleted:

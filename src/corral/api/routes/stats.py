@@ -6,7 +6,10 @@ import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, WebSocket
-from fastapi.responses import PlainTextResponse
+from prometheus_client import make_asgi_app
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from corral.api.errors import ERRORS
@@ -65,24 +68,36 @@ def router(ctx: ApiContext) -> APIRouter:
     return api
 
 
-def metrics_router(ctx: ApiContext) -> APIRouter:
-    """`/metrics`, outside /api (where Prometheus looks)."""
-    corral = ctx.corral
-    root = APIRouter()
+class MetricsApp:
+    """`/metrics`: prometheus_client's ASGI app over Corral's registry (the bearer token is checked before,
+    by the authentication middleware). The registry is collected in a worker thread, since its collector
+    asks every host's libvirt: a slow host never holds the event loop; the app then serves what was
+    collected, in the format the scraper asks for."""
 
-    @root.get("/metrics", tags=["metrics"], response_class=PlainTextResponse)
-    def metrics() -> PlainTextResponse:
-        """Prometheus text exposition; needs `Authorization: Bearer <token>`."""
-        lines = [corral.monitoring.prometheus_text().rstrip("\n")]
-        helps = {"migrations_total": "counter", "migrations_failed_total": "counter", "decisions_total": "counter",
-                 "hosts_active": "gauge", "hosts_standby": "gauge", "mode": "gauge"}
-        seen: set[str] = set()
-        for key, value in corral.balancer.metrics().items():
-            name = key.split("{", 1)[0]
-            if name not in seen:
-                seen.add(name)
-                lines.append(f"# TYPE corral_balancer_{name} {helps.get(name, 'gauge')}")
-            lines.append(f"corral_balancer_{key} {value:g}")
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
 
-    return root
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        families = await asyncio.to_thread(lambda: list(self.registry.collect()))
+        collected = CollectorRegistry(auto_describe=True)  # auto_describe: ?name[]=... selects among them
+        collected.register(_Collected(families))
+        await make_asgi_app(collected)(scope, receive, send)
+
+
+class _Collected(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def metrics_openapi() -> dict[str, Any]:
+    """/metrics in the OpenAPI schema (it is not a FastAPI route, so FastAPI does not describe it)."""
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    return {"get": {
+        "tags": ["metrics"], "summary": "Metrics", "operationId": "metrics",
+        "description": "Prometheus text exposition (OpenMetrics when the scraper asks for it); needs "
+                       "`Authorization: Bearer <token>`.",
+        "responses": {"200": {"description": "Successful Response", "content": text}},
+    }}

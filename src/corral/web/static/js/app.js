@@ -6,9 +6,11 @@ import { renderCreate } from "./create.js";
 import { renderDetails } from "./details.js";
 import { renderPlans } from "./plans.js";
 import { renderHosts } from "./hosts.js";
+import { strip } from "./format.js";
 
 const view = document.getElementById("view");
 const nav = document.getElementById("nav");
+strip(nav); // on phones the top bar's links are one row that scrolls sideways
 let cleanup = null;
 let user = null;
 
@@ -76,8 +78,22 @@ export function go(hash) {
   else location.hash = hash;
 }
 
+// The host's name in the top bar (GET /api/host needs a session: asked once logged in).
+let hostAsked = null;
+function showHostName() {
+  if (hostAsked) return;
+  hostAsked = api.get("/api/host").then((host) => {
+    const name = host.hostname || host.host;
+    document.getElementById("host-name").textContent = name;
+    document.title = `${name} · Corral`;
+  }).catch(() => { hostAsked = null; });
+}
+
 function showLogin(reason) {
   user = null;
+  hostAsked = null;
+  document.getElementById("host-name").textContent = "";
+  document.title = "Corral";
   api.forget();
   live.stop();
   nav.hidden = true;
@@ -122,10 +138,14 @@ async function route() {
   }
   nav.hidden = false;
   document.getElementById("who").textContent = `(${user})`;
+  showHostName();
   for (const a of nav.querySelectorAll("a")) {
     const here = ["create", "plans", "hosts"].includes(parts[0]) ? parts[0] : parts.length ? "" : "domains";
     a.classList.toggle("active", a.dataset.nav === here);
   }
+  const active = nav.querySelector("a.active");
+  if (active && nav.scrollWidth > nav.clientWidth) active.scrollIntoView({ block: "nearest", inline: "nearest" });
+  nav.dispatchEvent(new Event("scroll")); // strip(): where there is more
   live.start();
   const ctx = { live, liveKey, flash, confirmAction, go };
   if (parts.length === 0) cleanup = renderDomains(view, ctx);
@@ -144,7 +164,7 @@ document.getElementById("logout").addEventListener("click", async () => {
 });
 
 api.get("/api/health").then((h) => {
-  document.getElementById("host-name").textContent = `v${h.version}`;
+  document.getElementById("version").textContent = `v${h.version}`;
 }).catch(() => {});
 window.addEventListener("hashchange", route);
 route();

@@ -1,5 +1,6 @@
-// New guest: the spec's fields; the admission guard's answer (POST /api/domains/check) is shown as the
-// fields change, and asked again right before the guest is created.
+// New guest: the spec's fields (disk size and an ISO too); the admission guard's answer (POST /api/domains/check)
+// is shown as the fields change, and asked again right before the guest is created. Below, the import of a disk
+// image or ISO from a folder of the host (POST /api/images), which then shows in the image list.
 import { api } from "./api.js";
 import { h } from "./format.js";
 
@@ -10,6 +11,11 @@ export function renderCreate(view, ctx) {
   const image = h("select", { name: "image", required: true });
   const vcpus = h("input", { name: "vcpus", type: "number", min: 1, max: 64, value: 1, required: true });
   const memory = h("input", { name: "memory", type: "number", min: 64, step: 32, value: 256, required: true });
+  const diskSize = h("input", { name: "disk", type: "number", min: 1, max: 16384, step: "any", inputmode: "decimal",
+                                placeholder: "the image's size" });
+  const isoList = h("datalist", { id: "iso-list" });
+  const iso = h("input", { name: "iso", list: "iso-list", autocomplete: "off", spellcheck: "false",
+                           placeholder: "/var/lib/libvirt/images/install.iso" });
   const cpu = h("input", { name: "load_cpu", type: "number", min: 0, max: 100, value: 0 });
   const disk = h("input", { name: "load_disk", type: "number", min: 0, value: 0 });
   const net = h("input", { name: "load_net", type: "number", min: 0, value: 0 });
@@ -22,11 +28,28 @@ export function renderCreate(view, ctx) {
     h("div", { class: "form" }, field("CPU, % of each vCPU", cpu), field("Disk, KiB/s", disk), field("Network, KiB/s", net)));
 
   const form = h("form", { class: "form", id: "create-form", novalidate: true },
-    field("Name", name), field("Image", image), field("vCPUs", vcpus), field("Memory, MiB", memory), load,
+    field("Name", name), field("Image", image), field("vCPUs", vcpus), field("Memory, MiB", memory),
+    field("Disk, GiB", diskSize), field("ISO as a CD-ROM (a path on the host; optional)", h("span", {}, iso, isoList),
+                                        "wide"), load,
     h("label", { class: "check wide" }, start, "Start it once created"),
     h("div", { class: "wide" }, guard), h("div", { class: "wide toolbar" }, submit, h("a", { href: "#/" }, "Cancel")),
     h("div", { class: "wide" }, error));
-  view.append(h("div", { class: "toolbar" }, h("h1", {}, "New guest"), buildTiny), h("div", { class: "panel" }, form));
+  // Import: a disk image (qcow2, raw) or an ISO where it is, in a folder Corral allows (never written to).
+  const importName = h("input", { name: "import_name", required: true, autocomplete: "off", placeholder: "debian12",
+                                  pattern: "[A-Za-z0-9][A-Za-z0-9_.\\-]{0,62}" });
+  const importPath = h("input", { name: "import_path", required: true, autocomplete: "off", spellcheck: "false",
+                                  placeholder: "/var/lib/libvirt/images/debian.qcow2" });
+  const importError = h("p", { class: "error-text", role: "alert", id: "import-error" });
+  const importSubmit = h("button", { type: "submit", class: "secondary" }, "Import");
+  const importForm = h("form", { class: "form", id: "import-form", novalidate: true },
+    field("Image name", importName), field("Path on the host", importPath, "wide"),
+    h("div", { class: "wide toolbar" }, importSubmit,
+      h("span", { class: "status-line" }, "From Corral's data folder, /var/lib/libvirt/images or the config's image_dirs.")),
+    h("div", { class: "wide" }, importError));
+  const importBox = h("details", { class: "panel import", id: "import" },
+    h("summary", {}, "Import a disk image or ISO"), importForm);
+  view.append(h("div", { class: "toolbar" }, h("h1", {}, "New guest"), buildTiny), h("div", { class: "panel" }, form),
+    importBox);
 
   const spec = () => {
     const body = { name: name.value.trim(), image: image.value, vcpus: Number(vcpus.value), memory: Number(memory.value) };
@@ -34,6 +57,8 @@ export function renderCreate(view, ctx) {
     if (!chosen || chosen.kind === "kernel") {
       body.load = { cpu: Number(cpu.value) || 0, disk: Number(disk.value) || 0, net: Number(net.value) || 0 };
     }
+    if (diskSize.value.trim() !== "") body.disk = Number(diskSize.value);
+    if (iso.value.trim()) body.iso = iso.value.trim();
     return body;
   };
 
@@ -79,7 +104,7 @@ export function renderCreate(view, ctx) {
   form.addEventListener("input", scheduleCheck);
   form.addEventListener("change", scheduleCheck);
 
-  async function loadImages() {
+  async function loadImages(select = null) {
     try {
       images = await api.get("/api/images");
     } catch (err) {
@@ -88,7 +113,9 @@ export function renderCreate(view, ctx) {
     }
     const previous = image.value;
     image.replaceChildren(...images.map((i) => h("option", { value: i.name }, `${i.name}${i.kind ? ` (${i.kind})` : ""}`)));
-    const preferred = [previous, "tiny"].find((n) => images.some((i) => i.name === n));
+    isoList.replaceChildren(...images.filter((i) => i.kind === "iso" && i.path).map((i) =>
+      h("option", { value: i.path }, i.name)));
+    const preferred = [select, previous, "tiny"].find((n) => n && images.some((i) => i.name === n));
     if (preferred) image.value = preferred;
     buildTiny.hidden = images.some((i) => i.name === "tiny");
     showLoad();
@@ -106,6 +133,27 @@ export function renderCreate(view, ctx) {
     } finally {
       buildTiny.disabled = false;
       buildTiny.textContent = "Build the tiny image";
+    }
+  });
+
+  importForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    importError.textContent = "";
+    const body = { name: importName.value.trim(), path: importPath.value.trim() };
+    if (!body.name || !body.path) { importError.textContent = "Give the image a name and its path on the host."; return; }
+    importSubmit.disabled = true;
+    importSubmit.textContent = "Importing…";
+    try {
+      const record = await api.post("/api/images", body);
+      ctx.flash(`image ${record.name} imported (${record.kind}${record.format ? ` ${record.format}` : ""})`);
+      importName.value = "";
+      importPath.value = "";
+      await loadImages(record.name);
+    } catch (err) {
+      importError.textContent = err.message;
+    } finally {
+      importSubmit.disabled = false;
+      importSubmit.textContent = "Import";
     }
   });
 

@@ -2,20 +2,21 @@
 // consoles. Domain-0 shows its host instead (?host=NAME; the default host without it).
 import { api, domainPath, hostPath } from "./api.js";
 import { actionButtons } from "./actions.js";
-import { chartColors, timeChart } from "./charts.js";
+import { chartColors, swatch, timeChart } from "./charts.js";
 import { mountDisplay, mountSerial } from "./consoles.js";
 import { mountSnapshots } from "./snapshots.js";
-import { bytes, duration, h, mib, pct } from "./format.js";
+import { bytes, duration, h, mib, pct, strip } from "./format.js";
 
 const RANGES = [["live", "Live", 300], ["1h", "1 h", 3600], ["1d", "1 day", 86400], ["7d", "7 days", 7 * 86400]];
 const CHARTS = [
-  { id: "cpu", title: "CPU", resource: "cpu", series: [["cpu_pct", "CPU %"]], fmt: (v) => pct(v), max: 100 },
+  { id: "cpu", title: "CPU", resource: "cpu", series: [["cpu_pct", "CPU %"]], fmt: (v) => pct(v), max: 100,
+    kind: "pct" },
   { id: "mem", title: "Memory", resource: "mem", series: [["mem_used_bytes", "used"], ["mem_total_bytes", "total"]],
-    fmt: (v) => bytes(v) },
+    fmt: (v) => bytes(v), kind: "bytes" },
   { id: "disk", title: "Disk", resource: "disk", series: [["disk_read_bps", "read"], ["disk_write_bps", "write"]],
-    fmt: (v) => bytes(v, "/s") },
+    fmt: (v) => bytes(v, "/s"), kind: "bytes", suffix: "/s" },
   { id: "net", title: "Network", resource: "net", series: [["net_rx_bps", "received"], ["net_tx_bps", "sent"]],
-    fmt: (v) => bytes(v, "/s") },
+    fmt: (v) => bytes(v, "/s"), kind: "bytes", suffix: "/s" },
 ];
 
 export function renderDetails(view, ctx, name, tab, hostName = null) {
@@ -24,15 +25,15 @@ export function renderDetails(view, ctx, name, tab, hostName = null) {
   const tabs = [["overview", "Overview"], ...(isHost ? [] : [["console", "Serial console"], ["display", "Display"],
                                                          ["snapshots", "Snapshots & clone"]])];
   const heading = h("h1", {}, isHost && hostName ? `Domain-0 of ${hostName}` : name);
+  const tabBar = h("nav", { class: "tabs", id: "tabs" }, tabs.map(([id, label]) =>
+    h("a", { href: id === "overview" ? base : `${base}/${id}`, class: id === tab ? "active" : "", dataset: { tab: id } },
+      label)));
   const state = h("span", { class: "state", id: "detail-state" });
   const actions = h("div", { class: "actions", id: "detail-actions" });
   const body = h("div", { id: "tab-body" });
   view.append(
-    h("div", { class: "toolbar" }, heading, state, actions),
-    h("nav", { class: "tabs" }, tabs.map(([id, label]) =>
-      h("a", { href: id === "overview" ? base : `${base}/${id}`, class: id === tab ? "active" : "", dataset: { tab: id } }, label))),
-    body);
-  const cleanups = [];
+    h("div", { class: "toolbar" }, heading, state, actions), tabBar, body);
+  const cleanups = [strip(tabBar)];
   let stopped = false;
   let timer = null;
   let busy = null;
@@ -89,15 +90,37 @@ export function renderDetails(view, ctx, name, tab, hostName = null) {
 }
 
 function fillFacts(dl, pairs) {
-  dl.replaceChildren(...pairs.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v ?? "–")]));
+  dl.replaceChildren(...pairs.flatMap(([k, v, id]) => [h("dt", {}, k), h("dd", { id }, v ?? "–")]));
+}
+
+// A guest's addresses (from libvirt's DHCP leases and the guest agent) and its NICs (MAC, network, model).
+function addressText(info) {
+  const all = (info.nics || []).flatMap((nic) => nic.addresses.map((a) => `${a.address}/${a.prefix}`));
+  if (all.length) return all.join(", ");
+  return info.state === "running" && (info.nics || []).length ? "none known yet" : "–";
+}
+
+function nicList(nics) {
+  if (!nics || !nics.length) return "none";
+  return h("ul", { class: "nics" }, nics.map((nic) => {
+    const where = nic.network ? `network ${nic.network}` : nic.bridge ? `bridge ${nic.bridge}`
+      : nic.type === "user" ? "user-mode" : nic.type;
+    const details = [nic.model, nic.target, nic.guest_name].filter(Boolean).join(", ");
+    return h("li", { dataset: { mac: nic.mac } }, h("span", { class: "mac" }, nic.mac), ` ${where}`,
+      details ? h("span", { class: "muted" }, ` (${details})`) : null,
+      nic.addresses.map((a) => h("span", { class: "address", dataset: { address: a.address },
+                                           title: `from ${a.sources.join(" and ")}` }, `${a.address}/${a.prefix}`)));
+  }));
 }
 
 function fillGuestFacts(dl, info) {
   fillFacts(dl, [
-    ["State", info.state], ["Host", info.host], ["ID", info.id ?? "–"], ["UUID", info.uuid], ["vCPUs", info.vcpus],
+    ["State", info.state], ["Host", info.host], ["Addresses", addressText(info), "addresses"], ["ID", info.id ?? "–"],
+    ["UUID", info.uuid], ["vCPUs", info.vcpus],
     ["Memory", mib(info.memory_mib)], ["CPU time", duration(info.cpu_time_s)],
     ["Image", info.image ?? (info.managed_by_corral ? "–" : "not made by Corral")], ["Load", info.load || "none"],
     ["Disks", info.disks.map((d) => `${d.device} ${d.path} (${d.format})`).join(", ") || "none"],
+    ["NICs", nicList(info.nics), "nics"],
     ["Display", info.vnc ? `VNC on ${info.vnc}` : "–"], ["Snapshots", info.snapshots.join(", ") || "none"],
     ["Autostart", info.autostart ? "yes" : "no"],
   ]);
@@ -138,9 +161,10 @@ function mountGraphs(container, ctx, name, hostName, liveKey) {
         : chart.series.map(([m, l]) => `${l} ${chart.fmt(last[m])}`).join(" · ");
       return h("section", { class: "chart panel", dataset: { chart: chart.id } },
         h("h3", {}, chart.title, h("span", { class: "now" }, nowText)),
-        timeChart(series, { format: chart.fmt, fixedMax: chart.max ?? null, span, now, width }),
+        timeChart(series, { kind: chart.kind, suffix: chart.suffix ?? "", fixedMax: chart.max ?? null, span, now,
+                            width }),
         h("div", { class: "legend" }, chart.series.map(([, label], i) =>
-          h("span", { style: `color: ${chartColors[i]}` }, label))));
+          h("span", { style: `color: ${chartColors[i]}`, dataset: { series: i } }, swatch(i), label))));
     }));
   };
 

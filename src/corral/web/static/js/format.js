@@ -44,3 +44,22 @@ export function duration(seconds) {
 export function clock(time) {
   return new Date(time * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
+
+// A row that scrolls sideways (a page's tabs; the top bar's links on phones): marks the ends where there is more
+// to see (.more-left, .more-right: a fade) and brings the active item into view. Returns what stops watching.
+export function strip(el) {
+  el.classList.add("strip");
+  const mark = () => {
+    const more = el.scrollWidth - el.clientWidth;
+    el.classList.toggle("more-left", more > 1 && el.scrollLeft > 1);
+    el.classList.toggle("more-right", more > 1 && el.scrollLeft < more - 1);
+  };
+  const active = el.querySelector(".active");
+  if (active && el.scrollWidth > el.clientWidth) {
+    el.scrollLeft = Math.max(0, active.offsetLeft - el.offsetLeft - (el.clientWidth - active.offsetWidth) / 2);
+  }
+  el.addEventListener("scroll", mark, { passive: true });
+  window.addEventListener("resize", mark);
+  requestAnimationFrame(mark);
+  return () => { el.removeEventListener("scroll", mark); window.removeEventListener("resize", mark); };
+}

@@ -158,7 +158,7 @@ export function renderHosts(view, ctx) {
         last === null ? "no samples yet" : `${pct(last)} now · cap ${Math.round(load.cap_pct)} %`
         + (marks.length ? ` · ${marks.length} migration(s)` : ""))),
       timeChart([{ label: "guests' CPU", points: load.points }],
-                { format: (v) => `${Math.round(v)} %`, fixedMax: 100, span: 3600, cap: load.cap_pct, marks,
+                { kind: "pct", fixedMax: 100, span: 3600, cap: load.cap_pct, marks,
                   width: 420 }));
   }
 

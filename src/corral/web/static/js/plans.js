@@ -1,6 +1,7 @@
 // Consolidation plans: the plan library (GET /api/plans), each plan's summary and its report, whose
 // charts (hosts' stacked demand under the cap, before/after utilization, the cost comparison) are the
-// same HTML that `corral report --html` writes, shown in a frame.
+// same HTML that `corral report --html` writes, shown in a frame as tall as the report (no scrollbar of its own):
+// the page puts the report's HTML in a sandboxed frame (no scripts run there) and sizes it to its content.
 import { api } from "./api.js";
 import { h } from "./format.js";
 
@@ -14,6 +15,7 @@ export function renderPlans(view, ctx, selected) {
     h("div", { class: "plans" }, h("div", { class: "panel" }, list), detail));
 
   let stopped = false;
+  let observer = null;
   api.get("/api/plans").then((plans) => {
     if (stopped) return;
     if (!plans.length) {
@@ -26,13 +28,34 @@ export function renderPlans(view, ctx, selected) {
         h("a", { href: `#/plans/${encodeURIComponent(plan.name)}`, dataset: { plan: plan.name } }, plan.name),
         h("span", { class: "muted" }, ` ${new Date(plan.modified * 1000).toLocaleString()}`)));
     }
-    return api.get(`/api/plans/${encodeURIComponent(name)}`).then((plan) => {
+    const reportUrl = `/api/plans/${encodeURIComponent(name)}/report`;
+    return Promise.all([api.get(`/api/plans/${encodeURIComponent(name)}`), api.get(reportUrl)]).then(([plan, html]) => {
       if (stopped) return;
+      const frame = h("iframe", { class: "report", id: "plan-report", title: `report of plan ${name}`,
+                                  sandbox: "allow-same-origin" });
+      const fit = () => {
+        const doc = frame.contentDocument;
+        if (!doc || !doc.documentElement) return;
+        const border = frame.offsetHeight - frame.clientHeight;
+        frame.style.height = `${Math.ceil(doc.documentElement.getBoundingClientRect().height) + border}px`;
+      };
+      frame.addEventListener("load", () => {
+        fit();
+        if (observer) observer.disconnect();
+        observer = new ResizeObserver(fit); // the report reflows with the page's width
+        observer.observe(frame.contentDocument.documentElement);
+      });
+      frame.srcdoc = typeof html === "string" ? html : "";
       detail.replaceChildren(
-        h("div", { class: "panel plan-summary", id: "plan-summary" }, ...plan.summary.map((line) => h("p", {}, line))),
-        h("iframe", { class: "report", id: "plan-report", title: `report of plan ${name}`,
-                      src: `/api/plans/${encodeURIComponent(name)}/report` }));
+        h("div", { class: "panel plan-summary", id: "plan-summary" }, ...plan.summary.map((line) => h("p", {}, line)),
+          h("p", {}, h("a", { href: reportUrl, target: "_blank", rel: "noopener" }, "Open the report on its own"),
+            " · ", h("a", { href: `/api/plans/${encodeURIComponent(name)}/servers.csv`, download: `${name}-servers.csv`,
+                           id: "plan-csv" }, "Server → host table (CSV)"))),
+        frame);
     });
   }).catch((err) => ctx.flash(err.message, "error"));
-  return () => { stopped = true; };
+  return () => {
+    stopped = true;
+    if (observer) observer.disconnect();
+  };
 }
