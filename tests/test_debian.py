@@ -80,7 +80,7 @@ def test_a_server_made_with_a_key_is_configured_at_first_boot(corral: Corral, se
     assert info.os_name is not None and "Debian" in info.os_name
     # The seed is the guest's own volume in the pool, a read-only disk.
     seed = corral.settings.disks_dir / f"guest-{server}-seed.iso"
-    assert {"path": str(seed), "format": "raw", "device": "disk"} in info.disks
+    assert {"path": str(seed), "format": "raw", "device": "disk", "target": "vdb"} in info.disks
     assert b"local-hostname" in read_seed(seed)["meta-data"]
     # Inside, through the agent: the hostname is the guest's name, the user has the key.
     assert agent_out(corral, server, "/bin/hostname").strip() == server

@@ -63,3 +63,15 @@ def cluster(settings: Settings, corral_session: Corral, tmp_path_factory: pytest
     finally:
         corral.close()
         lab.destroy()
+
+
+@pytest.fixture(autouse=True)
+def lab_hosts_awake(request: pytest.FixtureRequest) -> None:
+    """Each cluster test begins with every lab host up: one that an earlier test (or a balancer it ran)
+    left in standby is woken first."""
+    if "cluster" not in request.fixturenames:
+        return
+    cluster: Cluster = request.getfixturevalue("cluster")
+    for target in list(cluster.corral.hosts):
+        if target.standby:
+            cluster.corral.host.wake(target.name)

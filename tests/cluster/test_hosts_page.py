@@ -9,6 +9,7 @@ Chromium and the page come from tests/web/conftest.py, as for the other browser 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,8 @@ def test_the_balancer_panel_switches_mode_and_applies_its_recommendations(
         page.wait_for_selector("#recommendations h3:has-text('Recommended now')", timeout=90_000)
         assert page.is_visible("#recommendations li[data-kind=move]")
         shot(page, "balancer-recommendations", full_page=True)
+        standbys = page.locator("#recommendations li[data-kind=standby]").count()
+        applied_at = time.time()
         page.click("#balancer-apply")
         page.wait_for_selector("#confirm[open]")
         page.click("#confirm-ok")
@@ -220,6 +223,11 @@ def test_the_balancer_panel_switches_mode_and_applies_its_recommendations(
         page.wait_for_selector(f"{chart} svg line.mark", state="attached", timeout=30_000)
         assert moved[0].guest in page.eval_on_selector(f"{chart} svg line.mark title", "t => t.textContent")
         shot(page, "balancer-applied", full_page=True)
+        # The apply goes on after the moves: its standbys are done before the hosts are woken below.
+        deadline = time.time() + 120
+        while time.time() < deadline and sum(1 for e in c.balancer.timeline(50)
+                                              if e.kind == "standby" and e.time >= applied_at) < standbys:
+            time.sleep(1)
     finally:
         for target in list(c.hosts):
             if target.standby:

@@ -33,6 +33,7 @@ from corral.core.domxml import (
     boot_from_disk_first,
     build_domain_xml,
     clone_domain_xml,
+    domain_disks,
     eject_media_xml,
     harden_domain_xml,
     parse_domain_xml,
@@ -297,10 +298,11 @@ class GuestService:
         files: GuestFiles | None = None
         try:
             say("making disks")
-            # Disk images get a cloud-init seed: their hostname, user and keys (the built Debian image and
-            # cloud images read it; any other disk ignores a CD it has no use for).
+            # A cloud-init seed (hostname, user, keys) for an image known to run cloud-init (the Debian
+            # image), or for any disk image when a user, keys or a password are asked for (a cloud image).
+            asked = bool(spec.user or spec.ssh_keys or spec.password_hash)
             first_boot = FirstBoot(spec.name, uuid, spec.user, spec.ssh_keys, spec.password_hash) \
-                if image.kind == "disk" else None
+                if image.kind == "disk" and (image.cloud_init or asked) else None
             files = self.storage.make(target, spec.name, image, iso, spec.disk_gib, guest_dir, say, first_boot)
             plan = DomainPlan(
                 name=spec.name,
@@ -802,18 +804,21 @@ class GuestService:
         owner = self.hosts.locate(name)
         lv = owner.libvirt
         row = self._row(lv, name)
-        facts = parse_domain_xml(lv.xml(name))
+        xml = lv.xml(name)
+        facts = parse_domain_xml(xml)
         meta = facts.meta
         snapshots = [s.name for s in self.snapshot_list(name)]
         autostart = lv.autostart(name)
         console_log = self._console_log(name, meta)
+        targets = {d.path: d.target for d in domain_disks(xml) if d.path is not None}  # vda, sda …
         return GuestInfo(
             name=row.name, uuid=row.uuid, id=row.id, state=row.state, reason=row.reason, vcpus=row.vcpus,
             memory_mib=row.memory_mib, cpu_time_s=row.cpu_time_ns / 1e9,
             managed_by_corral=meta is not None,
             image=meta.image if meta else None,
             load=meta.load.as_text() if meta else None,
-            disks=[{"path": str(d.path), "format": d.format, "device": d.device} for d in facts.disks],
+            disks=[{"path": str(d.path), "format": d.format, "device": d.device,
+                    "target": targets.get(d.path, "")} for d in facts.disks],
             console_log=str(console_log) if console_log else None,
             vnc=f"127.0.0.1:{facts.vnc_port}" if facts.vnc_port else None,
             snapshots=snapshots,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ class ImageRecord:
     initrd: str | None = None
     cmdline: str | None = None
     kernel_version: str | None = None
+    cloud_init: bool = False  # runs cloud-init: its guests always get a seed (their hostname at least)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,10 +73,12 @@ class ImageService:
     def _read(self, path: Path) -> ImageRecord:
         try:
             data = json.loads(path.read_bytes()[:65536])
-            record = ImageRecord(**data)
+            known = {f.name for f in fields(ImageRecord)}
+            # a key a newer Corral added is left out: its older self still reads the record
+            record = ImageRecord(**{k: v for k, v in data.items() if k in known})
             if record.kind not in ("kernel", "disk", "iso") or not isinstance(record.name, str):
                 raise ValueError(f"unknown kind {record.kind!r}")
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise BackendError(f"the image record {path} is damaged ({type(exc).__name__}); "
                                "remove its folder and import or build the image again") from None
         folder = path.parent
@@ -152,6 +155,7 @@ class ImageService:
             initrd=f"{build}/{built.initrd.name}",
             cmdline=built.cmdline,
             kernel_version=built.kernel_version,
+            cloud_init=True,
         )
         self._save(record)
         return self.get(DEBIAN)

@@ -48,6 +48,7 @@ export const api = {
   get: (path, query) => request("GET", path, { query }),
   post: (path, body, query) => request("POST", path, { body, query }),
   put: (path, body, query) => request("PUT", path, { body, query }),
+  patch: (path, body, query) => request("PATCH", path, { body, query }),
   del: (path, query) => request("DELETE", path, { query }),
 
   async login(user, password) {

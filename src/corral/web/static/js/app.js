@@ -148,7 +148,7 @@ async function route() {
   nav.dispatchEvent(new Event("scroll")); // strip(): where there is more
   live.start();
   const ctx = { live, liveKey, flash, confirmAction, go };
-  if (parts.length === 0) cleanup = renderDomains(view, ctx);
+  if (parts.length === 0) cleanup = renderDomains(view, ctx, query.get("tag"));
   else if (parts[0] === "create") cleanup = renderCreate(view, ctx);
   else if (parts[0] === "plans") cleanup = renderPlans(view, ctx, parts[1]);
   else if (parts[0] === "hosts") cleanup = renderHosts(view, ctx);

@@ -19,6 +19,14 @@ export function renderCreate(view, ctx) {
   const cpu = h("input", { name: "load_cpu", type: "number", min: 0, max: 100, value: 0 });
   const disk = h("input", { name: "load_disk", type: "number", min: 0, value: 0 });
   const net = h("input", { name: "load_net", type: "number", min: 0, value: 0 });
+  // Disk images (a cloud image such as debian): the user cloud-init makes at first boot and its SSH keys.
+  const user = h("input", { name: "user", autocomplete: "off", spellcheck: "false", maxlength: 32,
+                            placeholder: "the image's default user" });
+  const sshKeys = h("textarea", { name: "ssh_keys", rows: 3, spellcheck: "false",
+                                  placeholder: "ssh-ed25519 AAAA… you@laptop (one public key a line)" });
+  const firstBoot = h("fieldset", { class: "wide", id: "first-boot", hidden: true },
+    h("legend", {}, "First boot (disk images: cloud-init)"),
+    h("div", { class: "form" }, field("User", user), field("SSH public keys, one a line", sshKeys, "wide")));
   const start = h("input", { name: "start", type: "checkbox", checked: true });
   const guard = h("div", { class: "guard pending", id: "guard", role: "status" }, "Fill in the fields to check the host.");
   const error = h("p", { class: "error-text", role: "alert" });
@@ -30,7 +38,7 @@ export function renderCreate(view, ctx) {
   const form = h("form", { class: "form", id: "create-form", novalidate: true },
     field("Name", name), field("Image", image), field("vCPUs", vcpus), field("Memory, MiB", memory),
     field("Disk, GiB", diskSize), field("ISO as a CD-ROM (a path on the host; optional)", h("span", {}, iso, isoList),
-                                        "wide"), load,
+                                        "wide"), load, firstBoot,
     h("label", { class: "check wide" }, start, "Start it once created"),
     h("div", { class: "wide" }, guard), h("div", { class: "wide toolbar" }, submit, h("a", { href: "#/" }, "Cancel")),
     h("div", { class: "wide" }, error));
@@ -59,6 +67,11 @@ export function renderCreate(view, ctx) {
     }
     if (diskSize.value.trim() !== "") body.disk = Number(diskSize.value);
     if (iso.value.trim()) body.iso = iso.value.trim();
+    if (chosen && chosen.kind === "disk") {
+      if (user.value.trim()) body.user = user.value.trim();
+      const keys = sshKeys.value.split("\n").map((line) => line.trim()).filter((line) => line && !line.startsWith("#"));
+      if (keys.length) body.ssh_keys = keys;
+    }
     return body;
   };
 
@@ -98,6 +111,7 @@ export function renderCreate(view, ctx) {
   const showLoad = () => {
     const chosen = images.find((i) => i.name === image.value);
     load.hidden = !!chosen && chosen.kind !== "kernel";
+    firstBoot.hidden = !chosen || chosen.kind !== "disk";
   };
   image.addEventListener("change", showLoad);
   const scheduleCheck = () => { clearTimeout(debounce); debounce = setTimeout(check, 350); };

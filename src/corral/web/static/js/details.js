@@ -4,6 +4,7 @@ import { api, domainPath, hostPath } from "./api.js";
 import { actionButtons } from "./actions.js";
 import { chartColors, swatch, timeChart } from "./charts.js";
 import { mountDisplay, mountSerial } from "./consoles.js";
+import { mountManage } from "./manage.js";
 import { mountSnapshots } from "./snapshots.js";
 import { bytes, duration, h, mib, pct, strip } from "./format.js";
 
@@ -38,6 +39,7 @@ export function renderDetails(view, ctx, name, tab, hostName = null) {
   let timer = null;
   let busy = null;
   let sampleHost = hostName; // Domain-0 of the default host: named by GET /api/host
+  let manage = null; // a guest's settings, disks and NICs (overview)
 
   async function refreshInfo(facts) {
     clearTimeout(timer);
@@ -59,6 +61,7 @@ export function renderDetails(view, ctx, name, tab, hostName = null) {
           refreshInfo(facts);
         }, (what) => { busy = what; state.className = "state busy"; state.textContent = what; }));
         if (facts) fillGuestFacts(facts, info);
+        if (manage) manage.update(info);
       }
     } catch (err) {
       if (err.status === 404) { ctx.flash(err.message, "error"); ctx.go("#/"); return; }
@@ -79,6 +82,10 @@ export function renderDetails(view, ctx, name, tab, hostName = null) {
   } else {
     const facts = h("dl", { class: "facts", id: "facts" });
     body.append(h("div", { class: "panel" }, facts));
+    if (!isHost) {
+      manage = mountManage(body, ctx, name, () => refreshInfo(facts));
+      cleanups.push(manage.cleanup);
+    }
     cleanups.push(mountGraphs(body, ctx, name, hostName, () => ctx.liveKey(name, sampleHost)));
     refreshInfo(facts);
   }
@@ -93,24 +100,11 @@ function fillFacts(dl, pairs) {
   dl.replaceChildren(...pairs.flatMap(([k, v, id]) => [h("dt", {}, k), h("dd", { id }, v ?? "–")]));
 }
 
-// A guest's addresses (from libvirt's DHCP leases and the guest agent) and its NICs (MAC, network, model).
+// A guest's addresses (from libvirt's DHCP leases and the guest agent); its NICs are in their panel (manage.js).
 function addressText(info) {
   const all = (info.nics || []).flatMap((nic) => nic.addresses.map((a) => `${a.address}/${a.prefix}`));
   if (all.length) return all.join(", ");
   return info.state === "running" && (info.nics || []).length ? "none known yet" : "–";
-}
-
-function nicList(nics) {
-  if (!nics || !nics.length) return "none";
-  return h("ul", { class: "nics" }, nics.map((nic) => {
-    const where = nic.network ? `network ${nic.network}` : nic.bridge ? `bridge ${nic.bridge}`
-      : nic.type === "user" ? "user-mode" : nic.type;
-    const details = [nic.model, nic.target, nic.guest_name].filter(Boolean).join(", ");
-    return h("li", { dataset: { mac: nic.mac } }, h("span", { class: "mac" }, nic.mac), ` ${where}`,
-      details ? h("span", { class: "muted" }, ` (${details})`) : null,
-      nic.addresses.map((a) => h("span", { class: "address", dataset: { address: a.address },
-                                           title: `from ${a.sources.join(" and ")}` }, `${a.address}/${a.prefix}`)));
-  }));
 }
 
 function fillGuestFacts(dl, info) {
@@ -119,10 +113,10 @@ function fillGuestFacts(dl, info) {
     ["UUID", info.uuid], ["vCPUs", info.vcpus],
     ["Memory", mib(info.memory_mib)], ["CPU time", duration(info.cpu_time_s)],
     ["Image", info.image ?? (info.managed_by_corral ? "–" : "not made by Corral")], ["Load", info.load || "none"],
-    ["Disks", info.disks.map((d) => `${d.device} ${d.path} (${d.format})`).join(", ") || "none"],
-    ["NICs", nicList(info.nics), "nics"],
+    ...(info.os_name ? [["OS", info.os_name, "os-name"]] : []),
+    ...(info.agent ? [["Guest agent", "answers", "agent"]] : []),
     ["Display", info.vnc ? `VNC on ${info.vnc}` : "–"], ["Snapshots", info.snapshots.join(", ") || "none"],
-    ["Autostart", info.autostart ? "yes" : "no"],
+    ["Autostart", info.autostart ? "yes" : "no", "autostart-fact"],
   ]);
 }
 

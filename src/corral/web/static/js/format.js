@@ -63,3 +63,9 @@ export function strip(el) {
   requestAnimationFrame(mark);
   return () => { el.removeEventListener("scroll", mark); window.removeEventListener("resize", mark); };
 }
+
+// A guest's tag as a chip: a button when a click does something (the list: filter by it), else a label.
+export function chip(tag, { onclick, title } = {}) {
+  return onclick ? h("button", { type: "button", class: "chip", dataset: { tag }, title, onclick }, tag)
+    : h("span", { class: "chip", dataset: { tag } }, tag);
+}
