@@ -131,8 +131,8 @@ def test_domain_json_is_what_the_services_give() -> None:
             ListedDomain("Domain-0", None, "unreachable", 0, 0, None, 0.0, "cannot reach far", "far")]
     assert _new(list[DomainRow], [r.as_dict() for r in rows]) == _old([r.as_dict() for r in rows])
     info = GuestInfo("web", "f00", None, "shut-off", None, 1, 256, 0.5, True, "tiny", "cpu=15", [
-        {"path": "/g/web/disk0.qcow2", "format": "qcow2", "device": "disk"}], "/g/web/console.log", None,
-        ["s1"], False, "local")
+        {"path": "/g/web/disk0.qcow2", "format": "qcow2", "device": "disk", "target": "vda"}],
+        "/g/web/console.log", None, ["s1"], False, "local")
     assert _new(DomainDetails, info) == _old(info.as_dict())
     snapshots = [SnapshotInfo("s1", "2024-01-01T00:00:00+00:00", "shutoff", True)]
     assert _new(list[Snapshot], snapshots) == _old([s.__dict__ for s in snapshots])

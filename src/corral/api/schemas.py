@@ -265,6 +265,7 @@ class Disk(BaseModel):
     path: str
     format: str
     device: str = Field(description="disk or cdrom")
+    target: str = Field("", description="its name in the guest's definition: vda, sda …")
 
 
 @from_dataclass(GuestInfo, fields={"disks": list[Disk], "nics": list[Nic]}, describe={
