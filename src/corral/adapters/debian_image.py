@@ -88,6 +88,9 @@ def build_debian_image(dest: Path, progress: Progress | None = None, *, force: b
         if existing is not None:
             report("the Debian image is built (cached)", 1.0)
             return existing
+    if os.geteuid() != 0:
+        # mmdebstrap's unshare mode would leave the files owned by subordinate ids, which mke2fs copies
+        raise ImageBuildError("building the Debian image needs root (mmdebstrap installs as root into a folder)")
     for tool, package in (("mmdebstrap", "mmdebstrap"), ("mke2fs", "e2fsprogs"), ("qemu-img", "qemu-utils")):
         if shutil.which(tool) is None:
             raise ImageBuildError(f"building the Debian image needs {tool} (Debian package {package}; "
@@ -107,9 +110,11 @@ def build_debian_image(dest: Path, progress: Progress | None = None, *, force: b
             "virtual_size": image.virtual_size}))
         # The folder appears whole: a guest never sees half an image. It is new (the caller names a new
         # folder for a forced rebuild), so no guest's base image is ever replaced under it.
-        if dest.exists():
-            raise ImageBuildError(f"{dest} exists and holds no build of this recipe; move it away first")
-        staged.rename(dest)
+        try:
+            staged.rename(dest)  # fails when another build got there first, or a folder of that name exists
+        except OSError as exc:
+            raise ImageBuildError(f"cannot put the image in {dest}: {exc.strerror} (another build, or a folder "
+                                  "that holds no build of this recipe: move it away)") from None
         report("the Debian image is built", 1.0)
         return built
     finally:
@@ -171,8 +176,7 @@ def _build(work: Path, report: Progress) -> DebianImage:
 
 
 def _mmdebstrap(root: Path, report: Progress) -> None:
-    mode = "root" if os.geteuid() == 0 else "unshare"
-    cmd = ["mmdebstrap", f"--mode={mode}", "--variant=minbase", "--format=directory",
+    cmd = ["mmdebstrap", "--mode=root", "--variant=minbase", "--format=directory",
            f"--include={','.join(PACKAGES)}", SUITE, str(root), MIRROR]
     steps = {"downloading packages": 0.1, "extracting archives": 0.3, "installing essential packages": 0.4,
              "installing remaining packages": 0.5, "cleaning package lists": 0.7}

@@ -249,8 +249,10 @@ class LibvirtHost:
             dom = self._domain(name)
             return _pause_reason(dom) if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED else None
 
-    def xml(self, name: str, inactive: bool = False) -> str:
-        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+    def xml(self, name: str, inactive: bool = False, *, secure: bool = False) -> str:
+        """The domain's XML; `secure` includes what libvirt leaves out otherwise (a VNC password): for XML
+        that is defined again."""
+        flags = (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0) | (libvirt.VIR_DOMAIN_XML_SECURE if secure else 0)
         with translated("read the XML of", name):
             return str(self._domain(name).XMLDesc(flags))
 
@@ -424,8 +426,11 @@ class LibvirtHost:
                 if not isinstance(code, int):
                     signal = status.get("signal")
                     code = 128 + signal if isinstance(signal, int) else 1
-                return (code, base64.b64decode(out) if isinstance(out, str) else b"",
-                        base64.b64decode(err) if isinstance(err, str) else b"")
+                try:  # the guest's agent answers: what it says is checked like any input
+                    return (code, base64.b64decode(out, validate=True) if isinstance(out, str) else b"",
+                            base64.b64decode(err, validate=True) if isinstance(err, str) else b"")
+                except ValueError:
+                    raise BackendError(f"the guest agent of {name} gave unreadable output for {argv[0]}") from None
             if time.monotonic() >= deadline:
                 raise GuestTimeout(f"{argv[0]} did not finish in {name} within {timeout_s:g} s "
                                    f"(it keeps running there as process {pid})")

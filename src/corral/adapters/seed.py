@@ -34,14 +34,20 @@ def read_seed(path: Path) -> dict[str, bytes]:
     except (pycdlib.pycdlibexception.PyCdlibException, OSError) as exc:
         raise BackendError(f"{path} is not a readable seed: {exc}") from None
     try:
-        found = {}
-        for child in iso.list_children(rr_path="/"):
-            if child.is_file():
-                raw = child.rock_ridge.name() if child.rock_ridge is not None else b""
-                name = raw.decode() if isinstance(raw, bytes) else str(raw)
-                out = io.BytesIO()
-                iso.get_file_from_iso_fp(out, rr_path=f"/{name}")
-                found[name] = out.getvalue()
-        return found
+        return _files(iso)
+    except (pycdlib.pycdlibexception.PyCdlibException, OSError, UnicodeDecodeError) as exc:
+        raise BackendError(f"{path} is not a readable seed: {exc}") from None
     finally:
         iso.close()
+
+
+def _files(iso: pycdlib.PyCdlib) -> dict[str, bytes]:
+    found = {}
+    for child in iso.list_children(rr_path="/"):
+        if child.is_file():
+            raw = child.rock_ridge.name() if child.rock_ridge is not None else b""
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            out = io.BytesIO()
+            iso.get_file_from_iso_fp(out, rr_path=f"/{name}")
+            found[name] = out.getvalue()
+    return found

@@ -143,7 +143,7 @@ class EditService:
             if live and not running:
                 raise Conflict(f"{name} is {state}: --live changes a running guest (leave it out to change the "
                                "definition for the next boot)")
-            old_xml = lv.xml(name, inactive=True)
+            old_xml = lv.xml(name, inactive=True, secure=True)  # defined again on failure: keep its VNC password
             facts = parse_domain_xml(old_xml)
             load = facts.meta.load.declared_cpu_pct if facts.meta else None
             before = read_resources(old_xml)

@@ -67,6 +67,7 @@ from corral.services.storage import (
     is_seed,
     note_making,
     pool_volume,
+    write_private,
 )
 
 if TYPE_CHECKING:
@@ -728,8 +729,7 @@ class GuestService:
                 target = folder / volume
                 made.append(volume)
                 if is_seed(source, owned.name):  # the clone's own first boot: its hostname, a new instance
-                    with target.open("xb") as handle:
-                        handle.write(seed_iso(reseeded(read_seed(owned), new_name, uuid)))
+                    write_private(target, seed_iso(reseeded(read_seed(owned), new_name, uuid)))
                 else:
                     qemu_img.copy_keeping_backing(owned, target)
                 give_to_qemu(lv, target)
@@ -755,7 +755,7 @@ class GuestService:
         running = lv.state(name) in ACTIVE_STATES
         for _target, drive in eject_media_xml(lv.xml(name, inactive=True), device):
             lv.update_device(name, drive, live=running)
-        reordered = boot_from_disk_first(lv.xml(name, inactive=True))
+        reordered = boot_from_disk_first(lv.xml(name, inactive=True, secure=True))  # keeps a VNC password
         if reordered is not None:
             lv.define(reordered)
         return self.info(name)

@@ -126,11 +126,7 @@ class GuestStorage:
         files.made_volumes.append(volume)
         if storage_of(host) == "files":
             path = self.pool_dir(host) / volume
-            try:
-                with path.open("xb") as handle:
-                    handle.write(data)
-            except OSError as exc:
-                raise BackendError(f"cannot write {path}: {exc.strerror}") from None
+            write_private(path, data)  # it holds the user's password hash: QEMU's and root's only
             give_to_qemu(lv, path)
             lv.refresh_pool(self.pool)
         else:
@@ -237,7 +233,7 @@ class GuestStorage:
         wanted = self.pool_dir(host)
         if storage_of(host) == "files":
             try:
-                wanted.mkdir(parents=True, exist_ok=True)
+                wanted.mkdir(mode=0o711, parents=True, exist_ok=True)  # QEMU reaches its files; nobody lists them
             except OSError as exc:
                 raise BackendError(f"cannot create {wanted}: {exc.strerror}") from None
         path = lv.ensure_pool(self.pool, build_pool_xml(self.pool, str(wanted)))
@@ -281,7 +277,11 @@ class GuestStorage:
                 left.append(str(path))
                 continue
             try:
-                if not lv.delete_volume(self.pool, path.name) and storage_of(host) == "files":
+                # by name only where the pool's volume of that name is this very file (a pool elsewhere
+                # may hold a kept disk of the same name)
+                if lv.volume_path(self.pool, path.name) == str(path):
+                    lv.delete_volume(self.pool, path.name)
+                elif storage_of(host) == "files":
                     path.unlink(missing_ok=True)
             except (CorralError, OSError) as exc:
                 log.warning("could not delete %s of %s on %s: %s", path, name, lv.name, exc)
@@ -301,6 +301,16 @@ class GuestStorage:
                         exc.message)
             return
         self.remove_volumes(host, [v for v in volumes if is_guest_disk(name, v)])
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """A new file (never one that exists) readable by its owner only."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise BackendError(f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 def note_making(guest_dir: Path, host: str, volumes: list[str]) -> None:
@@ -325,12 +335,12 @@ def read_making(guest_dir: Path) -> tuple[str, list[str]] | None:
 
 
 def give_to_qemu(lv: LibvirtHost, path: Path) -> None:
-    """A file Corral made for a guest belongs to the user QEMU runs as (libvirt relabels nothing)."""
-    import os
-
+    """A file Corral made for a guest belongs to the user QEMU runs as (libvirt relabels nothing), and to it
+    alone: mode 0600, as libvirt makes a pool's volumes (a seed holds a password hash)."""
     uid, gid = lv.qemu_identity()
     try:
         os.chown(path, uid, gid)
+        os.chmod(path, 0o600)
     except OSError as exc:
         raise BackendError(f"cannot give {path} to QEMU's user {uid}:{gid}: {exc.strerror}") from None
 
@@ -429,7 +439,7 @@ class Relocation:
         copy.made_volumes.append(volume)
         if storage_of(target) == "files":
             dest = self.storage.pool_dir(target) / volume
-            dest.write_bytes(data)
+            write_private(dest, data)
             give_to_qemu(lv, dest)
             lv.refresh_pool(self.storage.pool)
             return dest
